@@ -1,0 +1,252 @@
+"""The Trainer: one configured run, start to end, reported through a listener.
+
+The GUI runs it on a worker thread and the CLI on the main thread; both get
+the same events (engine/events.py). Everything goes through Keras' own
+machinery: `model.fit` with Keras callbacks (CSVLogger for the history,
+ModelCheckpoint for the best model, EarlyStopping), Keras optimizers and
+learning-rate schedules, and `model.stop_training` for a graceful stop.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from engine import data as data_module
+from engine.config import RunConfig, validate
+from engine.errors import ConfigError, EngineError
+from engine.evaluation import evaluate_model
+from engine.inference import write_class_names
+from engine.events import Listener, RunEnded, RunStarted, StageEvent
+from engine.runs import RunStore
+
+
+
+
+def _keras():
+    """Keras is imported when a run starts, not when the engine is imported,
+    so the window can appear before TensorFlow has loaded."""
+    import keras
+
+    return keras
+
+
+class Trainer:
+    """Runs one training described by a RunConfig.
+
+    `run()` blocks until the run has finished, stopped or failed, and never
+    raises for a user's mistake: a bad setting or dataset ends the run as
+    "failed" with the reason (also returned). `request_stop()` may be called
+    from any thread; the current batch is the last one.
+    """
+
+    def __init__(self, config: RunConfig, listener: Listener | None = None, store: RunStore | None = None,
+                 dataset=None):
+        self.config = config.copy()
+        self.listener = listener or Listener()
+        self.store = store
+        self.dataset = dataset
+        self.run_id = ""
+        self.model = None
+        self.recorder = None
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> RunEnded:
+        started = time.monotonic()
+        try:
+            result = self._run(started)
+        except EngineError as exc:
+            result = self._ended("failed", str(exc), started)
+        except MemoryError:
+            result = self._ended("failed", "out of memory: use a smaller batch size, input size or subset", started)
+        except Exception as exc:  # an unexpected bug: keep what was saved and say what happened
+            self.listener.on_log(traceback.format_exc())
+            result = self._ended("failed", f"{type(exc).__name__}: {exc}", started)
+        self.listener.on_run_ended(result)
+        return result
+
+    # -- the stages --------------------------------------------------------
+
+    def _run(self, started: float) -> RunEnded:
+        cfg = self.config
+        problems = validate(cfg)
+        if problems:
+            raise ConfigError("; ".join(problems.values()))
+
+        if self.dataset is None:
+            self.listener.on_stage(StageEvent("data", "Loading the dataset"))
+            self.dataset = data_module.load_dataset(cfg.dataset, report=self.listener.on_stage,
+                                                    should_stop=self._stop.is_set)
+        ds = self.dataset
+        problems = validate(cfg, train_size=len(ds.y_train), val_size=len(ds.y_val))
+        if problems:
+            raise ConfigError("; ".join(problems.values()))
+        if self._stop.is_set():
+            return self._ended("stopped", "stopped before training started", started, 0)
+
+        self.listener.on_stage(StageEvent("model", f"Building {cfg.model.architecture}"))
+        keras = _keras()
+        from engine import models
+        from engine.callbacks import EpochRecorder, ProgressCallback
+
+        keras.utils.set_random_seed(cfg.training.seed)
+        model = self._build(models, keras)
+        self.model = model
+        params = models.param_counts(model)
+
+        if self.store is None:
+            self.store = RunStore()
+        store = self.store
+        t = cfg.training
+        steps = t.steps_per_epoch or math.ceil(len(ds.y_train) / t.batch_size)
+        has_val = len(ds.y_val) > 0
+        record = store.create_run(
+            cfg, params_total=params["total"], params_trainable=params["trainable"],
+            params_non_trainable=params["non_trainable"],
+        )
+        self.run_id = record.run_id
+        run_dir = store.run_dir(record.run_id)
+        self.listener.on_run_started(RunStarted(
+            run_id=record.run_id, run_dir=str(run_dir), name=record.name, epochs=t.epochs,
+            steps_per_epoch=steps, batch_size=t.batch_size, train_size=len(ds.y_train),
+            val_size=len(ds.y_val), test_size=len(ds.y_test), class_names=list(ds.class_names),
+            params=params, validation_partial=bool(t.validation_steps) and has_val, config=cfg.to_dict(),
+        ))
+
+        monitor = "val_accuracy" if has_val else "accuracy"
+        progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started)
+        recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started)
+        callbacks = [
+            progress,
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+            keras.callbacks.ModelCheckpoint(str(run_dir / "best.h5"), monitor=monitor, mode="max",
+                                            save_best_only=True, verbose=0),
+            recorder,
+        ]
+        if t.early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping,
+                                                           restore_best_weights=True, verbose=0))
+
+        self.listener.on_stage(StageEvent("train", "Training"))
+        train_start = time.monotonic()
+        model.fit(
+            ds.x_train, self._targets(keras, ds.y_train),
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            steps_per_epoch=t.steps_per_epoch or None,
+            validation_data=(ds.x_val, self._targets(keras, ds.y_val)) if has_val else None,
+            validation_steps=t.validation_steps or None,
+            validation_batch_size=t.batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        train_seconds = time.monotonic() - train_start
+        epochs_done = recorder.epochs_done
+        stopped = self._stop.is_set()
+
+        self.listener.on_stage(StageEvent("save", "Saving the model"))
+        self._save_model(model, run_dir, ds.class_names)
+        if (run_dir / "best.h5").exists():
+            write_class_names(run_dir / "best.h5", ds.class_names)
+
+        test_metrics: dict[str, float] = {}
+        if epochs_done and not stopped:
+            split, x_eval, y_eval = ("test", ds.x_test, ds.y_test) if len(ds.y_test) else ("validation", ds.x_val, ds.y_val)
+            if len(y_eval):
+                self.listener.on_stage(StageEvent("evaluate", f"Evaluating on the whole {split} split ({len(y_eval)} images)"))
+                evaluation = evaluate_model(model, x_eval, y_eval, ds.class_names, split=split,
+                                            batch_size=max(t.batch_size, 256))
+                store.write_json(record.run_id, "metrics.json", evaluation.summary())
+                np.savez_compressed(run_dir / "predictions.npz", **evaluation.arrays())
+                test_metrics = {"loss": evaluation.loss, "accuracy": evaluation.accuracy,
+                                "top5_accuracy": evaluation.top5_accuracy, **{
+                                    f"macro_{k}": v for k, v in evaluation.macro.items()}}
+                store.update(record.run_id, test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+
+        status = "stopped" if stopped else "finished"
+        reason = "stopped by the user" if stopped else "completed"
+        if not stopped and epochs_done < t.epochs:
+            reason = f"early stopping after epoch {epochs_done}"
+        store.update(record.run_id, status=status, reason=reason, finished=time.time(),
+                     train_seconds=train_seconds, epochs_done=epochs_done)
+        return self._ended(status, reason, started, epochs_done, test_metrics)
+
+    def _build(self, models, keras):
+        cfg = self.config
+        ds = self.dataset
+        t = cfg.training
+        model = models.build_model(cfg.model, ds.image_shape, ds.num_classes, augmentation=t.augmentation,
+                                   seed=t.seed)
+        # Label smoothing needs one-hot targets (Keras' sparse loss has no
+        # label_smoothing); the labels are one-hot encoded in _targets().
+        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
+                if t.label_smoothing else keras.losses.SparseCategoricalCrossentropy())
+        model.compile(
+            optimizer=self._optimizer(keras, len(ds.y_train)),
+            loss=loss,
+            metrics=["accuracy"],
+            steps_per_execution=t.steps_per_execution,
+        )
+        return model
+
+    def _targets(self, keras, y):
+        if self.config.training.label_smoothing:
+            return keras.utils.to_categorical(y, self.dataset.num_classes)
+        return y
+
+    def _optimizer(self, keras, train_size: int):
+        t = self.config.training
+        steps = t.steps_per_epoch or math.ceil(train_size / t.batch_size)
+        total_steps = max(1, steps * t.epochs)
+        lr = t.learning_rate
+        if t.schedule == "cosine":
+            warmup = steps * t.warmup_epochs
+            schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=lr * 0.1 if warmup else lr,
+                decay_steps=max(1, total_steps - warmup),
+                warmup_target=lr if warmup else None,
+                warmup_steps=warmup,
+            )
+        elif t.schedule == "step":
+            boundaries = [steps * t.step_every * i for i in range(1, t.epochs // t.step_every + 1)]
+            boundaries = [b for b in boundaries if b < total_steps] or [total_steps]
+            values = [lr * (t.step_factor ** i) for i in range(len(boundaries) + 1)]
+            schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        else:
+            schedule = lr
+        if t.optimizer == "sgd":
+            return keras.optimizers.SGD(learning_rate=schedule, momentum=t.momentum,
+                                        weight_decay=t.weight_decay or None)
+        if t.optimizer == "adam":
+            return keras.optimizers.Adam(learning_rate=schedule, weight_decay=t.weight_decay or None)
+        if t.optimizer == "adamw":
+            return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+        return keras.optimizers.RMSprop(learning_rate=schedule, momentum=t.momentum,
+                                        weight_decay=t.weight_decay or None)
+
+    def _save_model(self, model, run_dir: Path, class_names: list[str]) -> None:
+        for name in ("model.h5", "model.keras"):
+            model.save(run_dir / name)
+            write_class_names(run_dir / name, class_names)
+
+    def _ended(self, status, reason, started, epochs_done=None, test_metrics=None) -> RunEnded:
+        if epochs_done is None:
+            epochs_done = self.recorder.epochs_done if self.recorder else 0
+        if status == "failed" and self.run_id:
+            self.store.update(self.run_id, status="failed", reason=reason, finished=time.time(),
+                              epochs_done=epochs_done)
+        return RunEnded(run_id=self.run_id, status=status, reason=reason, elapsed=time.monotonic() - started,
+                        test_metrics=test_metrics or {}, epochs_done=epochs_done)
