@@ -157,9 +157,9 @@ class RunConfig:
         Used by the CLI's `--set key=value`; the string is converted to the
         field's type and the result is *not* validated here (call check()).
         """
-        section, name = _resolve_key(self, key)
+        section, name, full_key = _resolve_key(self, key)
         current = getattr(section, name)
-        setattr(section, name, _convert(raw, type(current), key))
+        setattr(section, name, _convert(raw, type(current), full_key))
 
 
 def _section_from_dict(cls, value: Any, where: str):
@@ -176,20 +176,20 @@ def _section_from_dict(cls, value: Any, where: str):
 
 
 def _resolve_key(config: RunConfig, key: str):
+    """Find the section holding a setting; a bare name is looked up in
+    training, then model, then dataset."""
     if key in ("name", "preset"):
-        return config, key
+        return config, key, key
     if "." in key:
         section_name, name = key.split(".", 1)
         section = getattr(config, section_name, None)
         if section is None or not dataclasses.is_dataclass(section) or not hasattr(section, name):
             raise ConfigError(f"unknown setting '{key}'")
-        return section, name
-    matches = [
-        getattr(config, s) for s in ("training", "model", "dataset") if hasattr(getattr(config, s), key)
-    ]
-    if not matches:
-        raise ConfigError(f"unknown setting '{key}'")
-    return matches[0], key
+        return section, name, key
+    for section_name in ("training", "model", "dataset"):
+        if hasattr(getattr(config, section_name), key):
+            return getattr(config, section_name), key, f"{section_name}.{key}"
+    raise ConfigError(f"unknown setting '{key}'")
 
 
 def _convert(raw: Any, kind: type, key: str):

@@ -1,0 +1,107 @@
+"""The headless command line, run in-process on a tiny image folder."""
+
+import csv
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import main
+from toydata import CLASS_NAMES, toy_images
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_STUDIO_HOME", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """train/ and test/ with one subfolder per class, as a user would have."""
+    root = tmp_path / "pictures"
+    for split, count, seed in (("train", 120, 1), ("test", 40, 2)):
+        images, labels = toy_images(count, seed=seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASS_NAMES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def run(capsys, *argv):
+    code = main.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--preset", "Paper Table 1", "--model", "simcnn",
+                         "--data", str(image_folder), "--set", "epochs=2", "--set", "steps_per_epoch=auto",
+                         "--set", "batch_size=16", "--set", "optimizer=adam", "--set", "learning_rate=0.002",
+                         "--name", "cli run")
+    assert code == 0, err
+    assert "Epoch 2/2" in out and "test accuracy" in out
+    run_id = out.split("run ")[-1].split()[0]
+    model_path = store / "runs" / run_id / "model.h5"
+    plain = keras.models.load_model(model_path)
+    assert plain.output_shape == (None, 4)
+    with h5py.File(model_path) as handle:
+        assert "top_left" in handle.attrs["class_names"]
+
+    code, out, _ = run(capsys, "runs")
+    assert code == 0 and "cli run" in out and "finished" in out and "2/2" in out
+
+    report = tmp_path / "predictions.csv"
+    code, out, _ = run(capsys, "predict", str(model_path), str(image_folder / "test" / "top_left"), "--top", "2",
+                       "--csv", str(report))
+    assert code == 0
+    with report.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10 and all(row["class_1"] in CLASS_NAMES for row in rows)
+
+    code, out, _ = run(capsys, "predict", run_id, str(image_folder / "test" / "top_left" / "0.png"))
+    assert code == 0 and out.startswith(str(image_folder))
+
+    code, out, _ = run(capsys, "evaluate", "cli run")
+    assert code == 0 and "test split (40 images)" in out and "macro" in out
+
+    code, out, _ = run(capsys, "show", run_id[:15])
+    assert code == 0 and "val_accuracy" in out and '"architecture": "simcnn"' in out
+
+    assert run(capsys, "rename", run_id, "better name")[0] == 0
+    assert run(capsys, "delete", "better name")[0] == 0
+    assert "no runs yet" in run(capsys, "runs")[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/nowhere/at/all"], "--data /nowhere/at/all: no such file or folder"),
+    (["train", "--data", "cifar10", "--set", "epochs=ten"], "training.epochs = 'ten' is not a valid int"),
+    (["train", "--data", "cifar10", "--set", "learning_rate=-1"], "training.learning_rate = -1.0 is out of range"),
+    (["train", "--data", "cifar10", "--set", "nonsense"], "expected KEY=VALUE"),
+    (["evaluate", "no-such-run"], "no run 'no-such-run'"),
+    (["predict", "missing.h5", "x.png"], "missing.h5: no such file"),
+])
+def test_errors_are_one_line_and_exit_status_2(store, capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_corrupt_dataset_fails_cleanly(store, tmp_path, capsys):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b not really gzip")
+    code, _, err = run(capsys, "train", "--data", str(archive), "--set", "epochs=1")
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_non_model_file_is_refused(store, tmp_path, capsys):
+    fake = tmp_path / "model.h5"
+    fake.write_text("hello")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    code, _, err = run(capsys, "predict", str(fake), str(image))
+    assert code == 2 and "not a Keras model file" in err

@@ -1,0 +1,189 @@
+"""The Trainer end to end: real Keras on a tiny learnable problem."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from engine.config import preset
+from engine.events import Listener
+from engine.runs import RunStore
+from engine.training import Trainer
+from toydata import CLASS_NAMES, toy_dataset
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+
+
+class Recorder(Listener):
+    def __init__(self):
+        self.events = []
+
+    def on_stage(self, event):
+        self.events.append(("stage", event))
+
+    def on_run_started(self, event):
+        self.events.append(("started", event))
+
+    def on_progress(self, event):
+        self.events.append(("progress", event))
+
+    def on_epoch_ended(self, event):
+        self.events.append(("epoch", event))
+
+    def on_run_ended(self, event):
+        self.events.append(("ended", event))
+
+    def of(self, kind):
+        return [e for k, e in self.events if k == kind]
+
+
+def small_config(epochs=3, **training):
+    config = preset("Paper Table 1")
+    config.name = "toy"
+    t = config.training
+    t.epochs, t.steps_per_epoch, t.validation_steps = epochs, 0, 0
+    t.optimizer, t.learning_rate, t.batch_size = "adam", 2e-3, 16
+    for key, value in training.items():
+        setattr(t, key, value)
+    return config
+
+
+def test_training_learns_and_saves_everything(tmp_path):
+    store = RunStore(tmp_path)
+    listener = Recorder()
+    result = Trainer(small_config(epochs=4), listener, store, dataset=toy_dataset()).run()
+
+    assert result.status == "finished", result.reason
+    assert result.test_metrics["accuracy"] > 0.6  # chance is 0.25
+    [started] = listener.of("started")
+    assert started.params == {"total": 122_820, "trainable": 122_500, "non_trainable": 320}
+    assert not started.validation_partial
+    epochs = listener.of("epoch")
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(epochs[-1].logs)
+    assert listener.of("progress") and listener.of("ended")[0].status == "finished"
+
+    record = store.get(result.run_id)
+    assert (record.status, record.epochs_done, record.test_accuracy) == ("finished", 4, result.test_metrics["accuracy"])
+    history = store.history(result.run_id)
+    assert history["val_accuracy"] == pytest.approx([e.logs["val_accuracy"] for e in epochs])
+    folder = store.run_dir(result.run_id)
+    for name in ("config.json", "history.csv", "metrics.json", "predictions.npz", "best.h5", "model.h5",
+                 "model.keras"):
+        assert (folder / name).exists(), name
+    assert store.metrics(result.run_id)["split"] == "test"
+    assert store.predictions(result.run_id)["confusion"].sum() == 40
+
+
+def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
+    store = RunStore(tmp_path)
+    data = toy_dataset()
+    trainer = Trainer(small_config(epochs=1), store=store, dataset=data)
+    result = trainer.run()
+    path = store.model_path(result.run_id)
+    with h5py.File(path, "r") as handle:
+        assert "model_config" in handle.attrs
+        assert handle.attrs["class_names"] == '["top_left", "top_right", "bottom_left", "bottom_right"]'
+    for file in (path, store.model_path(result.run_id, "keras")):
+        plain = keras.models.load_model(file)
+        np.testing.assert_allclose(plain.predict(data.x_test, verbose=0), trainer.model.predict(data.x_test, verbose=0),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path):
+    store = RunStore(tmp_path)
+
+    class StopAtFirstProgress(Recorder):
+        requested_at = None
+
+        def on_progress(self, event):
+            super().on_progress(event)
+            if self.requested_at is None:
+                self.requested_at = int(trainer.model.optimizer.iterations.numpy())
+                trainer.request_stop()
+
+    listener = StopAtFirstProgress()
+    trainer = Trainer(small_config(epochs=5, batch_size=4), listener, store, dataset=toy_dataset(train=400))
+    result = trainer.run()
+
+    assert result.status == "stopped"
+    trained = int(trainer.model.optimizer.iterations.numpy())
+    assert trained <= listener.requested_at + 1  # the batch in flight is the last one
+    assert trained < 100  # one epoch is 100 batches: stopped mid-epoch
+    record = store.get(result.run_id)
+    assert record.status == "stopped" and record.epochs_done == 1
+    assert store.model_path(result.run_id).exists()
+
+
+def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = [{str(ROOT)!r}, {str(HERE)!r}]
+        from engine.events import Listener
+        from engine.runs import RunStore
+        from engine.training import Trainer
+        from test_training import small_config
+        from toydata import toy_dataset
+
+        class KillAfterTwoEpochs(Listener):
+            def on_epoch_ended(self, event):
+                if event.epoch == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        Trainer(small_config(epochs=10), KillAfterTwoEpochs(), RunStore({str(tmp_path)!r}),
+                dataset=toy_dataset()).run()
+    """)
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+
+    store = RunStore(tmp_path)
+    [record] = store.list_runs()
+    assert record.status == "interrupted"
+    assert record.epochs_done == 2
+    assert store.history(record.run_id)["epoch"] == [0.0, 1.0]
+    assert (store.run_dir(record.run_id) / "best.h5").exists()
+
+
+def test_bad_settings_fail_with_the_reason_and_no_run(tmp_path):
+    store = RunStore(tmp_path)
+    config = small_config()
+    config.training.steps_per_epoch = 500  # the toy data gives 10 steps of 16
+    listener = Recorder()
+    result = Trainer(config, listener, store, dataset=toy_dataset()).run()
+    assert result.status == "failed"
+    assert "steps_per_epoch = 500 is more than the data gives" in result.reason
+    assert listener.of("ended")[0].reason == result.reason
+    assert store.list_runs() == []
+
+
+def test_validation_steps_is_reported_as_a_partial_estimate(tmp_path):
+    listener = Recorder()
+    config = small_config(epochs=1, validation_steps=1, steps_per_epoch=5)
+    result = Trainer(config, listener, RunStore(tmp_path), dataset=toy_dataset()).run()
+    assert result.status == "finished"
+    assert listener.of("started")[0].validation_partial
+    assert listener.of("started")[0].steps_per_epoch == 5
+
+
+@pytest.mark.parametrize("schedule, optimizer", [("cosine", "adamw"), ("step", "sgd"), ("constant", "rmsprop")])
+def test_schedules_and_optimizers_run(tmp_path, schedule, optimizer):
+    config = small_config(epochs=2, schedule=schedule, optimizer=optimizer, warmup_epochs=1 if schedule == "cosine" else 0,
+                          step_every=1, momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-4,
+                          label_smoothing=0.1 if schedule == "cosine" else 0.0, augmentation="flip_crop",
+                          early_stopping=1)
+    listener = Recorder()
+    result = Trainer(config, listener, RunStore(tmp_path), dataset=toy_dataset()).run()
+    assert result.status == "finished", result.reason
+    rates = [e.logs["learning_rate"] for e in listener.of("epoch")]
+    if schedule == "step":
+        assert rates[1] == pytest.approx(rates[0] * 0.1)
+    if schedule == "cosine":
+        assert rates[0] != rates[1]
