@@ -1,0 +1,84 @@
+"""Start the window.
+
+`run_gui` shows the window before Keras is imported: nothing imported here
+or by the views imports Keras or TensorFlow; the worker imports them on its
+own thread once the window is up.
+
+With CIFAR_STUDIO_STARTUP_PROBE=1 the app prints one JSON line when the
+window is first exposed (the wall-clock time, and whether Keras or
+TensorFlow had been imported when it was shown) and quits; benchmarks/startup.py
+uses it to time the start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from gui.main_window import APP_NAME, MainWindow
+from gui.settings import APPLICATION, ORGANIZATION, Settings
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+STARTUP_PROBE = "CIFAR_STUDIO_STARTUP_PROBE"
+
+
+def configure_plots() -> None:
+    """pyqtgraph's global options, set once before any plot is made."""
+    pg.setConfigOptions(antialias=True, background="w", foreground="k")
+
+
+def style_sheet() -> str:
+    path = RESOURCES / "style.qss"
+    return path.read_text() if path.exists() else ""
+
+
+def create_application(argv: list[str]) -> QApplication:
+    """The QApplication with the app's names, icon, plot options and style."""
+    app = QApplication.instance() or QApplication(argv)
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APP_NAME)
+    icon = RESOURCES / "icon.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    app.setStyleSheet(style_sheet())
+    configure_plots()
+    return app
+
+
+def run_gui(argv: list[str]) -> int:
+    """Open the window and run the event loop; returns the exit status."""
+    app = create_application(argv)
+    window = MainWindow(Settings())
+    if os.environ.get(STARTUP_PROBE):
+        _probe_startup(app, window)
+    window.show()
+    return app.exec()
+
+
+def _probe_startup(app: QApplication, window: MainWindow) -> None:
+    state = {}
+
+    def on_shown() -> None:
+        state["keras_imported"] = "keras" in sys.modules
+        state["tensorflow_imported"] = "tensorflow" in sys.modules
+        QTimer.singleShot(0, on_exposed)
+
+    def on_exposed() -> None:
+        handle = window.windowHandle()
+        if handle is None or not handle.isExposed():
+            QTimer.singleShot(1, on_exposed)
+            return
+        print(json.dumps({"shown_at": time.time(), **state}), flush=True)
+        window.close()
+        app.quit()
+
+    window.shown.connect(on_shown)

@@ -1,0 +1,342 @@
+"""The Dataset panel: where the images come from, and what was loaded.
+
+Shows DatasetConfig and, once the worker has loaded it, the Dataset: split
+sizes, a bar chart of images per class and a grid of sample images with
+their labels. Loading runs on the worker; the panel shows its progress
+(downloads included) and any error in plain words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+    QVBoxLayout, QWidget,
+)
+
+from engine.config import DatasetConfig, RunConfig
+from gui.forms import ChoiceField, NumberField, TextField, mark, mark_fields, read_fields, write_fields
+from gui.worker import Worker
+
+SOURCE_LABELS = {
+    "cifar10": "CIFAR-10 (download through Keras)",
+    "cifar10_archive": "CIFAR-10 archive on disk",
+    "folder": "Image folder (a subfolder per class)",
+    "cifar100": "CIFAR-100 (download through Keras)",
+    "fashion_mnist": "Fashion-MNIST (download through Keras)",
+}
+ON_DISK = ("cifar10_archive", "folder")
+SAMPLE_COLUMNS = 8
+SAMPLE_ROWS = 2
+SAMPLE_SIDE = 44
+SPLIT_COLORS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
+
+
+class DatasetPanel(QWidget):
+    """Edits the dataset settings, loads them on the worker and shows the data.
+
+    `loaded` is emitted with the Dataset once it is shown; `changed` on every
+    edit of the settings.
+    """
+
+    changed = Signal()
+    loaded = Signal(object)
+
+    def __init__(self, worker: Worker, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.worker = worker
+        self.dataset = None
+        self.loaded_config: DatasetConfig | None = None
+        self._loading = False
+        self._rng = np.random.default_rng()
+
+        d = "dataset."
+        self.source = ChoiceField(d + "source", "Where the images come from.", SOURCE_LABELS)
+        self.path = TextField(
+            d + "path",
+            "The CIFAR-10 python archive (cifar-10-python.tar.gz) or its extracted folder, "
+            "or a folder with one subfolder of images per class (optionally inside train/ and test/).",
+        )
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+        self.train_subset = NumberField(d + "train_subset", "Use only this many training images (balanced).",
+                                        {0: "all"})
+        self.test_subset = NumberField(d + "test_subset", "Use only this many test images (balanced).", {0: "all"})
+        self.validation_split = NumberField(
+            d + "validation_split", "Share of the training images held out for validation (0 to 0.5)."
+        )
+        self.image_size = NumberField(
+            d + "image_size", "Side that folder images are resized to; as files = keep the first image's size.",
+            {0: "as files"},
+        )
+        self.seed = NumberField(d + "seed", "Seed for the subsets and the validation split.")
+        self.fields = [
+            self.source, self.path, self.train_subset, self.test_subset, self.validation_split,
+            self.image_size, self.seed,
+        ]
+
+        self.load_button = QPushButton("Load")
+        self.load_button.setToolTip("Load the dataset now to see it (Train loads it anyway).")
+        self.load_button.clicked.connect(self._on_load_clicked)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(10)
+        self.progress.hide()
+        self.status = QLabel("Not loaded yet.")
+        self.status.setObjectName("status")
+        self.status.setWordWrap(True)
+        self.sizes = QLabel()
+        self.sizes.setWordWrap(True)
+
+        self.class_chart = pg.PlotWidget()
+        self.class_chart.setMenuEnabled(False)
+        self.class_chart.setMouseEnabled(False, False)
+        self.class_chart.hideButtons()
+        self.class_chart.setMinimumHeight(150)
+        self.class_chart.invertY(True)
+        self.class_chart.setLabel("bottom", "images")
+        self.class_legend = self.class_chart.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.class_bars: dict[str, pg.BarGraphItem] = {}
+        for split, color in SPLIT_COLORS.items():
+            bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=color, pen=None, name=split)
+            self.class_chart.addItem(bars)
+            self.class_bars[split] = bars
+
+        self.sample_images: list[QLabel] = []
+        self.sample_captions: list[QLabel] = []
+        samples = QGridLayout()
+        samples.setSpacing(2)
+        for index in range(SAMPLE_COLUMNS * SAMPLE_ROWS):
+            row, column = divmod(index, SAMPLE_COLUMNS)
+            image = QLabel()
+            image.setFixedSize(SAMPLE_SIDE, SAMPLE_SIDE)
+            image.setAlignment(Qt.AlignCenter)
+            caption = QLabel()
+            caption.setObjectName("caption")
+            caption.setAlignment(Qt.AlignHCenter | Qt.AlignTop)
+            caption.setFixedWidth(SAMPLE_SIDE + 4)
+            samples.addWidget(image, row * 2, column, Qt.AlignHCenter)
+            samples.addWidget(caption, row * 2 + 1, column, Qt.AlignHCenter)
+            self.sample_images.append(image)
+            self.sample_captions.append(caption)
+        self.shuffle_button = QPushButton("Shuffle")
+        self.shuffle_button.setToolTip("Show other training images.")
+        self.shuffle_button.clicked.connect(self.show_samples)
+        self.shuffle_button.setEnabled(False)
+
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.path, 1)
+        path_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("Source", self.source)
+        form.addRow("Path", path_row)
+        subsets = QHBoxLayout()
+        subsets.addWidget(QLabel("train"))
+        subsets.addWidget(self.train_subset)
+        subsets.addWidget(QLabel("test"))
+        subsets.addWidget(self.test_subset)
+        form.addRow("Images", subsets)
+        split_row = QHBoxLayout()
+        split_row.addWidget(self.validation_split)
+        split_row.addWidget(QLabel("seed"))
+        split_row.addWidget(self.seed)
+        form.addRow("Validation split", split_row)
+        form.addRow("Image size", self.image_size)
+        load_row = QHBoxLayout()
+        load_row.addWidget(self.load_button)
+        load_row.addWidget(self.progress, 1)
+        sample_header = QHBoxLayout()
+        sample_header.addWidget(QLabel("Samples"))
+        sample_header.addStretch(1)
+        sample_header.addWidget(self.shuffle_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(load_row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.sizes)
+        layout.addWidget(self.class_chart)
+        layout.addLayout(sample_header)
+        layout.addLayout(samples)
+        layout.addStretch(1)
+
+        for field in self.fields:
+            if isinstance(field, ChoiceField):
+                field.changed.connect(self._on_field_changed)
+            else:
+                field.textChanged.connect(self._on_field_changed)
+        worker.dataset_stage.connect(self._on_dataset_stage)
+        worker.dataset_loaded.connect(self._on_dataset_loaded)
+        worker.dataset_failed.connect(self._on_dataset_failed)
+        self._update_enabled()
+
+    # --- settings -----------------------------------------------------------
+
+    def set_config(self, config: RunConfig) -> None:
+        for field in self.fields:
+            field.blockSignals(True)
+        read_fields(self.fields, config)
+        for field in self.fields:
+            field.blockSignals(False)
+        self._on_field_changed()
+
+    def write_into(self, config: RunConfig) -> dict[str, str]:
+        config.dataset = DatasetConfig()
+        return write_fields(self.fields, config)
+
+    def show_problems(self, problems: dict[str, str]) -> None:
+        mark_fields(self.fields, problems)
+        mark(self.load_button, problems.get("dataset"))
+
+    def dataset_for(self, config: DatasetConfig):
+        """The loaded Dataset if it was loaded with these settings, else None."""
+        return self.dataset if self.dataset is not None and config == self.loaded_config else None
+
+    # --- loading ------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load the dataset as configured; False (and the reason shown) if the
+        settings cannot be read."""
+        config = RunConfig()
+        problems = self.write_into(config)
+        if problems:
+            self._show_status(next(iter(problems.values())), error=True)
+            return False
+        self._loading = True
+        self.load_button.setEnabled(False)
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self._show_status("Loading…")
+        self.worker.load_dataset(config.dataset)
+        return True
+
+    def open_dataset(self) -> None:
+        """Ask for a folder (an image folder or an extracted CIFAR-10 archive) and load it."""
+        folder = QFileDialog.getExistingDirectory(self, "Open dataset", self.path.text())
+        if not folder:
+            return
+        extracted_cifar = (Path(folder) / "data_batch_1").exists() or (Path(folder) / "cifar-10-batches-py").exists()
+        self.source.set_value("cifar10_archive" if extracted_cifar else "folder")
+        self.path.setText(folder)
+        self.load()
+
+    def _on_load_clicked(self) -> None:
+        self.load()
+
+    def _on_dataset_stage(self, event) -> None:
+        if event.fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(event.fraction * 1000))
+        self._show_status(event.text)
+
+    def _on_dataset_loaded(self, dataset, config: DatasetConfig) -> None:
+        self._loading = False
+        self.dataset = dataset
+        self.loaded_config = config
+        self.progress.hide()
+        self._update_enabled()
+        self._show_status(getattr(dataset, "description", "") or "Loaded.")
+        self.sizes.setText(
+            f"{len(dataset.y_train):,} train · {len(dataset.y_val):,} validation · "
+            f"{len(dataset.y_test):,} test · {dataset.num_classes} classes · "
+            f"{'x'.join(str(n) for n in dataset.image_shape)} images"
+        )
+        self._show_class_counts(dataset)
+        self.show_samples()
+        self.shuffle_button.setEnabled(True)
+        self.loaded.emit(dataset)
+
+    def _on_dataset_failed(self, message: str) -> None:
+        self._loading = False
+        self.progress.hide()
+        self._update_enabled()
+        self._show_status(message, error=True)
+
+    # --- what was loaded ----------------------------------------------------
+
+    def _show_class_counts(self, dataset) -> None:
+        classes = dataset.num_classes
+        left = np.zeros(classes)
+        rows = np.arange(classes)
+        for split, labels in (("train", dataset.y_train), ("validation", dataset.y_val), ("test", dataset.y_test)):
+            counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)[:classes]
+            self.class_bars[split].setOpts(x0=left.copy(), y=rows, width=counts, height=0.7)
+            left += counts
+        step = max(1, classes // 12)
+        names = list(dataset.class_names)
+        self.class_chart.getAxis("left").setTicks([[(i, names[i]) for i in range(0, classes, step)], []])
+        self.class_chart.setYRange(-0.6, classes - 0.4, padding=0)
+        self.class_chart.setXRange(0, float(left.max()) * 1.05 or 1, padding=0)
+
+    def show_samples(self) -> None:
+        """Show randomly chosen training images with their class names."""
+        if self.dataset is None:
+            return
+        images, labels, names = self.dataset.x_train, self.dataset.y_train, self.dataset.class_names
+        count = min(len(labels), len(self.sample_images))
+        chosen = self._rng.choice(len(labels), size=count, replace=False) if count else []
+        for cell, index in enumerate(chosen):
+            name = str(names[int(labels[index])])
+            self.sample_images[cell].setPixmap(_pixmap(images[index], SAMPLE_SIDE))
+            self.sample_images[cell].setToolTip(name)
+            metrics = self.sample_captions[cell].fontMetrics()
+            self.sample_captions[cell].setText(metrics.elidedText(name, Qt.ElideRight, SAMPLE_SIDE + 4))
+        for cell in range(count, len(self.sample_images)):
+            self.sample_images[cell].clear()
+            self.sample_captions[cell].clear()
+
+    # --- helpers ------------------------------------------------------------
+
+    def _on_field_changed(self) -> None:
+        self._update_enabled()
+        if self.dataset is not None and not self._loading:
+            config = RunConfig()
+            if not self.write_into(config) and config.dataset != self.loaded_config:
+                self._show_status("The settings changed since loading: Load shows the new data "
+                                  "(Train loads it anyway).")
+            elif config.dataset == self.loaded_config:
+                self._show_status(getattr(self.dataset, "description", "") or "Loaded.")
+        self.changed.emit()
+
+    def _update_enabled(self) -> None:
+        on_disk = self.source.value() in ON_DISK
+        self.path.setEnabled(on_disk)
+        self.browse_button.setEnabled(on_disk)
+        self.image_size.setEnabled(self.source.value() == "folder")
+        self.load_button.setEnabled(not self._loading)
+
+    def _show_status(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        if self.status.property("error") != error:
+            self.status.setProperty("error", error)
+            self.status.style().unpolish(self.status)
+            self.status.style().polish(self.status)
+
+    def _on_browse_clicked(self) -> None:
+        if self.source.value() == "cifar10_archive":
+            path, _ = QFileDialog.getOpenFileName(
+                self, "CIFAR-10 archive", self.path.text(), "CIFAR-10 python archive (*.tar.gz *.tgz);;All files (*)"
+            )
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Image folder", self.path.text())
+        if path:
+            self.path.setText(path)
+
+
+def _pixmap(image: np.ndarray, side: int) -> QPixmap:
+    """A uint8 HxWx3 (or HxWx1) image as a pixmap scaled to fit side x side."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    if image.ndim == 2 or image.shape[2] == 1:
+        qimage = QImage(image.data, width, height, width, QImage.Format_Grayscale8)
+    else:
+        qimage = QImage(image.data, width, height, 3 * width, QImage.Format_RGB888)
+    pixmap = QPixmap.fromImage(qimage.copy())
+    return pixmap.scaled(side, side, Qt.KeepAspectRatio, Qt.SmoothTransformation)

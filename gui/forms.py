@@ -1,0 +1,123 @@
+"""Form fields shared by the settings panels.
+
+Each field edits one setting (value() gives what RunConfig.set takes) named by its config key ("training.batch_size").
+Numbers are typed as text, so any value can be entered and then explained:
+the panel writes the text into a RunConfig with `RunConfig.set` (the same
+conversion the CLI's --set uses) and engine.config.validate says what is
+wrong; `mark` puts that message on the field.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QLineEdit, QWidget
+
+from engine.config import RunConfig
+from engine.errors import ConfigError
+
+
+class NumberField(QLineEdit):
+    """A number as text; some values have words ("auto" for 0)."""
+
+    def __init__(self, key: str, help_text: str, words: dict[int, str] | None = None):
+        super().__init__()
+        self.key = key
+        self.help_text = help_text
+        self.words = words or {}
+        self.setToolTip(help_text)
+        if 0 in self.words:
+            self.setPlaceholderText(self.words[0])
+
+    def set_value(self, value: float) -> None:
+        if value in self.words:
+            self.setText(self.words[value])
+        elif isinstance(value, float):
+            short = f"{value:g}"
+            self.setText(short if float(short) == value else repr(value))
+        else:
+            self.setText(str(value))
+
+    def value(self) -> str:
+        """The text as the config's conversion reads it (words back to numbers)."""
+        text = self.text().strip()
+        if not text and 0 in self.words:
+            return "0"
+        for number, word in self.words.items():
+            if text.lower() == word.lower():
+                return str(number)
+        return text
+
+
+class TextField(QLineEdit):
+    """Free text, such as a path."""
+
+    def __init__(self, key: str, help_text: str):
+        super().__init__()
+        self.key = key
+        self.help_text = help_text
+        self.setToolTip(help_text)
+
+    def value(self) -> str:
+        return self.text().strip()
+
+    def set_value(self, value: str) -> None:
+        self.setText(value)
+
+
+class ChoiceField(QComboBox):
+    """One of a fixed set of values, each shown with a readable label."""
+
+    changed = Signal()
+
+    def __init__(self, key: str, help_text: str, choices: dict[str, str]):
+        super().__init__()
+        self.key = key
+        self.help_text = help_text
+        self.setToolTip(help_text)
+        for value, label in choices.items():
+            self.addItem(label, value)
+        self.currentIndexChanged.connect(self.changed)
+
+    def value(self) -> str:
+        return self.currentData()
+
+    def set_value(self, value: str) -> None:
+        index = self.findData(value)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+def write_fields(fields: list[QWidget], config: RunConfig) -> dict[str, str]:
+    """Write each field's value into config; return {key: message} for text
+    that is not a number of the right kind (the field keeps its old value)."""
+    problems = {}
+    for field in fields:
+        try:
+            config.set(field.key, field.value())
+        except ConfigError as exc:
+            problems[field.key] = str(exc)
+    return problems
+
+
+def read_fields(fields: list[QWidget], config: RunConfig) -> None:
+    """Show config's values in the fields."""
+    for field in fields:
+        section, name = field.key.split(".")
+        field.set_value(getattr(getattr(config, section), name))
+
+
+def mark(field: QWidget, message: str | None) -> None:
+    """Show a field as invalid (red border from the style sheet, and the reason
+    as its tooltip), or as valid again with its help text."""
+    invalid = bool(message)
+    if field.property("invalid") != invalid:
+        field.setProperty("invalid", invalid)
+        field.style().unpolish(field)
+        field.style().polish(field)
+    help_text = getattr(field, "help_text", "")
+    field.setToolTip(f"{message}\n\n{help_text}" if invalid else help_text)
+
+
+def mark_fields(fields: list[QWidget], problems: dict[str, str]) -> None:
+    for field in fields:
+        mark(field, problems.get(field.key))

@@ -1,0 +1,285 @@
+"""The main window: the settings panels on the left, the tabs on the right.
+
+Owns the worker and ties the views together: it gathers the panels'
+settings into one RunConfig, validates it (with the loaded dataset's split
+sizes when there is one), marks the fields that are wrong and says why Train
+is disabled; it starts and stops runs, remembers the settings and the layout,
+and on close stops a run cleanly before letting the threads go.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QTabWidget, QWidget,
+)
+
+import engine
+from engine.config import RunConfig, validate
+from gui.dataset_panel import DatasetPanel
+from gui.hyperparameter_panel import HyperparameterPanel
+from gui.model_panel import ARCHITECTURE_LABELS, ModelPanel
+from gui.settings import Settings
+from gui.train_tab import TrainTab
+from gui.worker import Worker
+
+APP_NAME = "CIFAR Studio"
+LATER = {
+    "Results": "The Results view of a run (test metrics, per-class scores, the confusion matrix "
+               "and the test images with their predictions) comes in a later issue.",
+    "Compare": "Comparing runs side by side (curves, settings, exports) comes in a later issue.",
+    "Classify": "Classifying your own pictures with a saved .h5 or .keras model comes in a later issue.",
+}
+
+
+class MainWindow(QMainWindow):
+    """The application window.
+
+    `confirm_stop_on_close` answers "stop the run and close?" without a
+    dialog when it is True or False (tests); None asks the user.
+    """
+
+    shown = Signal()
+
+    def __init__(self, settings: Settings | None = None):
+        super().__init__()
+        self.settings = settings or Settings()
+        self.confirm_stop_on_close: bool | None = None
+        self.backend: dict = {}
+        self._close_when_stopped = False
+        self._shown_once = False
+        self.setWindowTitle(APP_NAME)
+        self.setObjectName("main_window")
+
+        self.worker = Worker(self)
+        self.dataset_panel = DatasetPanel(self.worker)
+        self.model_panel = ModelPanel(self.worker)
+        self.hyperparameter_panel = HyperparameterPanel()
+        self.train_tab = TrainTab(self.worker)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.train_tab, "Train")
+        for name, text in LATER.items():
+            label = QLabel(text)
+            label.setAlignment(Qt.AlignCenter)
+            label.setWordWrap(True)
+            label.setObjectName("later")
+            self.tabs.addTab(label, name)
+        self.setCentralWidget(self.tabs)
+        self._add_dock("Dataset", self.dataset_panel)
+        self._add_dock("Model", self.model_panel)
+        self._add_dock("Hyperparameters", self.hyperparameter_panel)
+        self._create_menus()
+        self.backend_label = QLabel("Keras: loading…")
+        self.statusBar().addPermanentWidget(self.backend_label)
+
+        self.dataset_panel.changed.connect(self._on_settings_changed)
+        self.dataset_panel.loaded.connect(self._on_dataset_loaded)
+        self.model_panel.changed.connect(self._on_settings_changed)
+        self.hyperparameter_panel.changed.connect(self._on_settings_changed)
+        self.hyperparameter_panel.preset_chosen.connect(self._on_preset_chosen)
+        self.train_tab.train_button.clicked.connect(self.train)
+        self.train_tab.stop_button.clicked.connect(self.stop)
+        self.worker.backend_ready.connect(self._on_backend_ready)
+        self.worker.run_ended.connect(self._on_run_ended)
+
+        self._restore()
+
+    # --- building -----------------------------------------------------------
+
+    def _add_dock(self, title: str, panel: QWidget) -> None:
+        scroll = QScrollArea()
+        scroll.setWidget(panel)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.lower() + "_dock")
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        dock.setWidget(scroll)
+        self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+
+    def _create_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_dataset_action = self._action(file_menu, "Open &dataset…", QKeySequence.Open,
+                                                self.dataset_panel.open_dataset)
+        self.open_model_action = self._action(file_menu, "Open &model…", "Ctrl+Shift+O", self._on_open_model)
+        file_menu.addSeparator()
+        self.quit_action = self._action(file_menu, "&Quit", QKeySequence.Quit, self.close)
+        run_menu = self.menuBar().addMenu("&Run")
+        self.train_action = self._action(run_menu, "&Train", "Ctrl+R", self.train)
+        self.stop_action = self._action(run_menu, "&Stop", "Ctrl+.", self.stop)
+        self.stop_action.setEnabled(False)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = self._action(help_menu, "&About", QKeySequence.HelpContents, self._on_about)
+
+    def _action(self, menu, text, shortcut, handler) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(handler)
+        menu.addAction(action)
+        return action
+
+    # --- settings -----------------------------------------------------------
+
+    def run_config(self) -> tuple[RunConfig, dict[str, str]]:
+        """The panels' settings and every problem with them ({key: message})."""
+        config = RunConfig()
+        problems = {}
+        for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
+            problems.update(panel.write_into(config))
+        dataset = self.dataset_panel.dataset_for(config.dataset)
+        sizes = {}
+        if dataset is not None:
+            sizes = {"train_size": len(dataset.y_train), "val_size": len(dataset.y_val)}
+        for key, message in validate(config, **sizes).items():
+            problems.setdefault(key, message)
+        return config, problems
+
+    def train_blocked_reason(self) -> str:
+        """Why Train is disabled now ("" when it is not)."""
+        return self.train_tab.reason.text() if not self.worker.is_training else ""
+
+    def _on_settings_changed(self) -> None:
+        _, problems = self.run_config()
+        for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
+            panel.show_problems(problems)
+        reason = ""
+        if problems:
+            key, message = next(iter(problems.items()))
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            reason = f"Cannot train: {message}{more}"
+        running = self.worker.is_training
+        self.train_tab.set_running(running, reason)
+        self.train_action.setEnabled(not running and not reason)
+        self.stop_action.setEnabled(running)
+
+    def _on_preset_chosen(self, name: str, preset: RunConfig) -> None:
+        architecture = preset.model.architecture
+        current = self.model_panel.architecture.value()
+        self.train_tab.add_log(f"Preset '{name}' filled the hyperparameters.")
+        if architecture != current:
+            model_config = RunConfig(model=preset.model)
+            self.model_panel.set_config(model_config)
+            self.train_tab.add_log(
+                f"It is made for {ARCHITECTURE_LABELS[architecture]}, so the model is now "
+                f"{ARCHITECTURE_LABELS[architecture]} (was {ARCHITECTURE_LABELS[current]})."
+            )
+
+    def _on_dataset_loaded(self, dataset) -> None:
+        self.model_panel.set_data_shape(dataset.image_shape, dataset.num_classes)
+        self._on_settings_changed()
+
+    def _restore(self) -> None:
+        config = self.settings.run_config()
+        if config is None:
+            config = RunConfig()
+            self.resize(1400, 900)
+        self.dataset_panel.set_config(config)
+        self.model_panel.set_config(config)
+        self.hyperparameter_panel.set_config(config)
+        geometry, state = self.settings.window_geometry(), self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(self.settings.current_tab())
+        self._on_settings_changed()
+
+    def save_settings(self) -> None:
+        config = RunConfig()
+        for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
+            panel.write_into(config)
+        self.settings.set_run_config(config)
+        self.settings.set_window_layout(self.saveGeometry(), self.saveState())
+        self.settings.set_current_tab(self.tabs.currentIndex())
+        self.settings.sync()
+
+    # --- running ------------------------------------------------------------
+
+    def train(self) -> bool:
+        """Start a run with the panels' settings; False if it cannot start."""
+        if self.worker.is_training:
+            return False
+        config, problems = self.run_config()
+        if problems:
+            self._on_settings_changed()
+            return False
+        dataset = self.dataset_panel.dataset_for(config.dataset)
+        architecture = ARCHITECTURE_LABELS[config.model.architecture]
+        data = "the loaded dataset" if dataset is not None else "the dataset (loading it first)"
+        self.train_tab.start(f"Training {architecture} on {data}.")
+        self.tabs.setCurrentWidget(self.train_tab)
+        self.worker.train(config, dataset)
+        self._on_settings_changed()
+        self.save_settings()
+        return True
+
+    def stop(self) -> None:
+        if self.worker.is_training:
+            self.train_tab.add_log("Stopping after the current batch…")
+            self.train_tab.stop_button.setEnabled(False)
+            self.worker.stop()
+
+    def _on_run_ended(self, event) -> None:
+        self._on_settings_changed()
+        self.statusBar().showMessage(self.train_tab.summary.text(), 10000)
+        if self._close_when_stopped:
+            self.close()
+
+    # --- menus --------------------------------------------------------------
+
+    def _on_open_model(self) -> None:
+        self.tabs.setCurrentIndex(self.tabs.count() - 1)
+
+    def _on_about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}", self.about_text())
+
+    def about_text(self) -> str:
+        info = self.backend
+        if not info:
+            keras_line = "Keras is still loading."
+        else:
+            backend = info.get("backend", "unknown")
+            version = info.get("backend_version", "")
+            keras_line = (f"Keras {info.get('keras_version', 'unknown')} on {backend} {version}".rstrip() +
+                          f"<br>Device: {info.get('device', 'unknown')}")
+        return (f"<b>{APP_NAME}</b> {engine.__version__}<br>"
+                "Train, compare and use image classifiers.<br><br>" + keras_line)
+
+    def _on_backend_ready(self, info: dict) -> None:
+        self.backend = info
+        self.backend_label.setText(
+            f"Keras {info.get('keras_version', '?')} · {info.get('backend', '?')} · {info.get('device', '?')}"
+        )
+
+    # --- showing and closing ------------------------------------------------
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            self.shown.emit()
+            # Import Keras once the window is up (on the worker's thread).
+            QTimer.singleShot(100, self.worker.report_backend)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.worker.is_training:
+            event.ignore()
+            if self._close_when_stopped or self._confirm_stop():
+                self._close_when_stopped = True
+                self.statusBar().showMessage("Stopping the run before closing…")
+                self.stop()
+            return
+        self.save_settings()
+        self.worker.shutdown()
+        super().closeEvent(event)
+
+    def _confirm_stop(self) -> bool:
+        if self.confirm_stop_on_close is not None:
+            return self.confirm_stop_on_close
+        answer = QMessageBox.question(
+            self, "Stop training?",
+            "A run is still training. Stop it and close? What it has learned so far is saved as a stopped run.",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes

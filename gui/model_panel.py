@@ -1,0 +1,177 @@
+"""The Model panel: architecture, weights, trainable layers, input size, head.
+
+Shows ModelConfig and the parameter counts of the model it describes. The
+counts come from engine.models, which imports Keras, so the panel asks the
+worker for them (debounced, so typing does not queue a build per key) and
+shows the answer when it comes back; the window never waits.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (
+    QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
+)
+
+from engine.config import ModelConfig, RunConfig
+from gui.forms import ChoiceField, NumberField, TextField, mark_fields, read_fields, write_fields
+from gui.worker import Worker
+
+ARCHITECTURE_LABELS = {
+    "simcnn": "SimCNN",
+    "resnet50": "ResNet50",
+    "vgg16": "VGG16",
+    "mobilenetv2": "MobileNetV2",
+    "cnn": "CNN from scratch",
+}
+WEIGHT_LABELS = {"imagenet": "ImageNet", "none": "none (random)", "file": "weights file"}
+HEAD_LABELS = {
+    "default": "default for the architecture",
+    "linear": "linear (softmax only)",
+    "dense256": "Dense 256 + dropout",
+    "dense1024_512": "Dense 1024 - 512",
+}
+FROM_SCRATCH = ("simcnn", "cnn")
+COUNT_DELAY_MS = 300
+
+
+class ModelPanel(QWidget):
+    """Edits the model settings and shows their parameter counts."""
+
+    changed = Signal()
+
+    def __init__(self, worker: Worker, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.worker = worker
+        self.input_shape: tuple[int, int, int] = (32, 32, 3)
+        self.num_classes = 10
+        self.descriptions: dict[str, str] = {}
+        self.counts: dict[str, int] | None = None
+        self._requested = None
+
+        m = "model."
+        self.architecture = ChoiceField(m + "architecture", "The network to train.", ARCHITECTURE_LABELS)
+        self.description = QLabel()
+        self.description.setObjectName("hint")
+        self.description.setWordWrap(True)
+        self.weights = ChoiceField(m + "weights", "Start the pretrained base from these weights.", WEIGHT_LABELS)
+        self.weights_file = TextField(m + "weights_file", "A .h5 weights file for the base (no top).")
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+        self.trainable_layers = NumberField(
+            m + "trainable_layers",
+            "frozen = train only the head; N = also train the base's last N layers; all = train everything.",
+            {0: "frozen", -1: "all"},
+        )
+        self.input_size = NumberField(
+            m + "input_size", "Side the images are resized to inside the model; default depends on the base.",
+            {0: "default"},
+        )
+        self.head = ChoiceField(m + "head", "The classifier on top of the pretrained base.", HEAD_LABELS)
+        self.params_label = QLabel()
+        self.params_label.setObjectName("params")
+        self.params_label.setWordWrap(True)
+        self.fields = [
+            self.architecture, self.weights, self.weights_file, self.trainable_layers, self.input_size, self.head,
+        ]
+
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.weights_file, 1)
+        file_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("Architecture", self.architecture)
+        form.addRow("", self.description)
+        form.addRow("Weights", self.weights)
+        form.addRow("Weights file", file_row)
+        form.addRow("Trainable layers", self.trainable_layers)
+        form.addRow("Input size", self.input_size)
+        form.addRow("Head", self.head)
+        form.addRow("Parameters", self.params_label)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addStretch(1)
+
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(COUNT_DELAY_MS)
+        self._count_timer.timeout.connect(self._on_count_timer)
+        for field in self.fields:
+            if isinstance(field, ChoiceField):
+                field.changed.connect(self._on_field_changed)
+            else:
+                field.textChanged.connect(self._on_field_changed)
+        worker.params_counted.connect(self._on_params_counted)
+        worker.params_failed.connect(self._on_params_failed)
+        worker.architectures_described.connect(self._on_architectures_described)
+        self._on_field_changed()
+
+    def set_config(self, config: RunConfig) -> None:
+        for field in self.fields:
+            field.blockSignals(True)
+        read_fields(self.fields, config)
+        for field in self.fields:
+            field.blockSignals(False)
+        self._on_field_changed()
+
+    def write_into(self, config: RunConfig) -> dict[str, str]:
+        config.model = ModelConfig()
+        return write_fields(self.fields, config)
+
+    def show_problems(self, problems: dict[str, str]) -> None:
+        mark_fields(self.fields, problems)
+
+    def set_data_shape(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        """Count parameters for the loaded dataset's image shape and classes."""
+        self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
+        self._count_timer.start()
+
+    def model_config(self) -> ModelConfig | None:
+        config = RunConfig()
+        return None if self.write_into(config) else config.model
+
+    def _on_field_changed(self) -> None:
+        architecture = self.architecture.value()
+        pretrained = architecture not in FROM_SCRATCH
+        for field in (self.weights, self.trainable_layers, self.input_size, self.head):
+            field.setEnabled(pretrained)
+        uses_file = pretrained and self.weights.value() == "file"
+        self.weights_file.setEnabled(uses_file)
+        self.browse_button.setEnabled(uses_file)
+        self.description.setText(self.descriptions.get(architecture, ARCHITECTURE_LABELS[architecture]))
+        self.params_label.setText("counting…")
+        self._count_timer.start()
+        self.changed.emit()
+
+    def _on_count_timer(self) -> None:
+        model = self.model_config()
+        if model is None:
+            self.params_label.setText("fix the fields above to count")
+            return
+        self._requested = (model, self.input_shape, self.num_classes)
+        self.worker.count_params(model, self.input_shape, self.num_classes)
+
+    def _on_params_counted(self, request, counts: dict) -> None:
+        if request != self._requested:
+            return
+        self.counts = counts
+        self.params_label.setText(
+            f"{counts['total']:,} total · {counts['trainable']:,} trainable · "
+            f"{counts['non_trainable']:,} non-trainable"
+        )
+
+    def _on_params_failed(self, request, message: str) -> None:
+        if request != self._requested:
+            return
+        self.counts = None
+        self.params_label.setText(message)
+
+    def _on_architectures_described(self, descriptions: dict) -> None:
+        self.descriptions = dict(descriptions)
+        self.description.setText(self.descriptions.get(self.architecture.value(), ""))
+
+    def _on_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights file", self.weights_file.text(), "Keras weights (*.h5)")
+        if path:
+            self.weights_file.setText(path)

@@ -1,0 +1,243 @@
+"""The Train tab: Train and Stop, progress, live curves, log and summary.
+
+Shows one run as its events arrive from the worker: Progress a few times a
+second (the progress bar and the per-batch train trace), EpochEnded once an
+epoch (the per-epoch points and the best-epoch marker), RunEnded once. Each
+curve is created once and fed with setData, as pyqtgraph's examples do.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget,
+)
+
+from gui.worker import Worker
+
+TRAIN_COLOR = "#1f77b4"
+TRACE_COLOR = "#9ecae1"
+VALIDATION_COLOR = "#ff7f0e"
+BEST_COLOR = "#2ca02c"
+LOG_LINES = 5000
+
+
+class MetricPlot(pg.PlotWidget):
+    """One metric over the epochs: train and validation per epoch, the running
+    train value within each epoch, and a marker at the best epoch."""
+
+    def __init__(self, metric: str, title: str):
+        super().__init__()
+        self.metric = metric
+        self.setTitle(title)
+        self.setLabel("bottom", "epoch")
+        self.showGrid(x=True, y=True, alpha=0.2)
+        self.setMenuEnabled(False)
+        self.legend = self.addLegend(offset=(-10, 10))
+        self.batch_curve = self.plot(pen=pg.mkPen(TRACE_COLOR, width=1), name="train (running, per batch)")
+        self.batch_curve.setDownsampling(auto=True, method="mean")
+        self.batch_curve.setClipToView(True)
+        self.train_curve = self.plot(
+            pen=pg.mkPen(TRAIN_COLOR, width=2), symbol="o", symbolSize=6, symbolBrush=TRAIN_COLOR,
+            symbolPen=None, name="train",
+        )
+        self.validation_curve = self.plot(
+            pen=pg.mkPen(VALIDATION_COLOR, width=2), symbol="s", symbolSize=6, symbolBrush=VALIDATION_COLOR,
+            symbolPen=None, name="validation",
+        )
+        self.best_line = pg.InfiniteLine(
+            angle=90, movable=False, pen=pg.mkPen(BEST_COLOR, width=1, style=Qt.DashLine),
+            label="best", labelOpts={"position": 0.92, "color": BEST_COLOR},
+        )
+        self.addItem(self.best_line)
+        self.reset()
+
+    def reset(self, validation_name: str = "validation") -> None:
+        self._batch_x: list[float] = []
+        self._batch_y: list[float] = []
+        self._epochs: list[int] = []
+        self._train: list[float] = []
+        self._validation: list[float] = []
+        for curve in (self.batch_curve, self.train_curve, self.validation_curve):
+            curve.setData([], [])
+        self.legend.removeItem(self.validation_curve)
+        self.legend.addItem(self.validation_curve, validation_name)
+        self.best_line.hide()
+
+    def add_batch(self, x: float, logs: dict) -> None:
+        if self.metric in logs:
+            self._batch_x.append(x)
+            self._batch_y.append(logs[self.metric])
+            self.batch_curve.setData(self._batch_x, self._batch_y)
+
+    def add_epoch(self, epoch: int, logs: dict, best_epoch: int) -> None:
+        self._epochs.append(epoch)
+        self._train.append(logs.get(self.metric, float("nan")))
+        self._validation.append(logs.get("val_" + self.metric, float("nan")))
+        self.train_curve.setData(self._epochs, self._train)
+        if any(value == value for value in self._validation):
+            self.validation_curve.setData(self._epochs, self._validation)
+        if best_epoch:
+            self.best_line.setValue(best_epoch)
+            self.best_line.show()
+
+
+class TrainTab(QWidget):
+    """Starts and stops runs (through the window) and shows the current one."""
+
+    def __init__(self, worker: Worker, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.train_button = QPushButton("Train")
+        self.train_button.setObjectName("train")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.reason = QLabel()
+        self.reason.setObjectName("reason")
+        self.reason.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.stats = QLabel()
+        self.summary = QLabel()
+        self.summary.setObjectName("summary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.loss_plot = MetricPlot("loss", "Loss")
+        self.accuracy_plot = MetricPlot("accuracy", "Accuracy")
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.log.setFont(QFont("monospace", 9))
+        self.log.setPlaceholderText("The run's log appears here.")
+        self.epochs = 0
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.reason, 1)
+        plots = QSplitter(Qt.Horizontal)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.accuracy_plot)
+        lower = QSplitter(Qt.Vertical)
+        lower.addWidget(plots)
+        lower.addWidget(self.log)
+        lower.setStretchFactor(0, 3)
+        lower.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.stats)
+        layout.addWidget(self.summary)
+        layout.addWidget(lower, 1)
+
+        worker.stage.connect(self._on_stage)
+        worker.run_started.connect(self._on_run_started)
+        worker.progress.connect(self._on_progress)
+        worker.epoch_ended.connect(self._on_epoch_ended)
+        worker.run_ended.connect(self._on_run_ended)
+        worker.log.connect(self._on_log)
+
+    def set_running(self, running: bool, reason: str = "") -> None:
+        """Enable Train (unless `reason` says why not) or Stop."""
+        self.train_button.setEnabled(not running and not reason)
+        self.stop_button.setEnabled(running)
+        self.reason.setText("" if running else reason)
+
+    def start(self, description: str) -> None:
+        """Clear the previous run's curves and say what is starting."""
+        self.loss_plot.reset()
+        self.accuracy_plot.reset()
+        self.summary.clear()
+        self.stats.clear()
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("starting")
+        self.add_log(description)
+
+    def add_log(self, text: str) -> None:
+        self.log.appendPlainText(text)
+
+    def _on_stage(self, event) -> None:
+        if event.fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(event.fraction * 1000))
+        self.progress.setFormat(event.text)
+        self.add_log(event.text)
+
+    def _on_run_started(self, event) -> None:
+        self.epochs = event.epochs
+        partial = event.validation_partial
+        name = "validation (partial estimate)" if partial else "validation"
+        self.loss_plot.reset(name)
+        self.accuracy_plot.reset(name)
+        self.progress.setRange(0, event.steps_per_epoch)
+        self.progress.setValue(0)
+        self.progress.setFormat(f"epoch 1 of {event.epochs} · batch 0 of {event.steps_per_epoch}")
+        params = event.params
+        self.add_log(
+            f"Run {event.name} ({event.run_id}): {event.train_size:,} train, {event.val_size:,} validation, "
+            f"{event.test_size:,} test images; {params.get('total', 0):,} parameters "
+            f"({params.get('trainable', 0):,} trainable); {event.epochs} epochs of {event.steps_per_epoch} "
+            f"steps at batch {event.batch_size}."
+        )
+        if partial:
+            self.add_log(
+                "Validation uses only some batches each epoch (validation steps is set): "
+                "its curve is a partial, noisy estimate. The test split is evaluated in full at the end."
+            )
+
+    def _on_progress(self, event) -> None:
+        self.progress.setRange(0, event.steps)
+        self.progress.setValue(event.batch)
+        self.progress.setFormat(f"epoch {event.epoch} of {event.epochs} · batch {event.batch} of {event.steps}")
+        self.stats.setText(
+            f"elapsed {format_seconds(event.elapsed)} · ETA {format_seconds(event.eta)} · "
+            f"{event.images_per_second:,.0f} images/s"
+        )
+        x = event.epoch - 1 + event.batch / max(event.steps, 1)
+        self.loss_plot.add_batch(x, event.logs)
+        self.accuracy_plot.add_batch(x, event.logs)
+
+    def _on_epoch_ended(self, event) -> None:
+        self.loss_plot.add_epoch(event.epoch, event.logs, event.best_epoch)
+        self.accuracy_plot.add_epoch(event.epoch, event.logs, event.best_epoch)
+        shown = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+        values = " · ".join(f"{key} {event.logs[key]:.4g}" for key in shown if key in event.logs)
+        self.add_log(f"Epoch {event.epoch}/{event.epochs}: {values} ({event.epoch_seconds:.1f} s)")
+
+    def _on_run_ended(self, event) -> None:
+        took = format_seconds(event.elapsed)
+        metrics = event.test_metrics
+        if event.status == "failed":
+            text = f"Failed: {event.reason}"
+        elif event.status == "stopped":
+            text = (f"Stopped after {event.epochs_done} of {self.epochs} epochs, in {took}; "
+                    f"the run is saved as stopped.")
+        else:
+            text = f"Finished in {took} ({event.reason})."
+        if "accuracy" in metrics:
+            text += f" Test accuracy {metrics['accuracy']:.2%}, test loss {metrics['loss']:.4f}."
+        if event.run_id:
+            text += f" Run {event.run_id}."
+        self.summary.setText(text)
+        self.summary.setProperty("error", event.status == "failed")
+        self.summary.style().unpolish(self.summary)
+        self.summary.style().polish(self.summary)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if event.status == "finished" else 0)
+        self.progress.setFormat(event.status)
+        self.add_log(text)
+
+    def _on_log(self, text: str) -> None:
+        self.add_log(text.rstrip())
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
