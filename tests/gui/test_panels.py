@@ -1,0 +1,157 @@
+"""The settings panels: presets, validation, loading a dataset, parameter
+counts, and settings that survive a new window."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from engine.config import preset
+from gui.hyperparameter_panel import CUSTOM
+from gui.settings import Settings
+from tests.gui.conftest import CLASS_NAMES, use_tiny_run
+
+LOAD_TIMEOUT_MS = 60_000
+
+
+def choose_preset(window, name: str) -> None:
+    panel = window.hyperparameter_panel
+    index = panel.preset_list.findText(name)
+    panel.preset_list.setCurrentIndex(index)
+    panel.preset_list.activated.emit(index)
+
+
+def test_choosing_a_preset_fills_the_fields(window):
+    panel = window.hyperparameter_panel
+    choose_preset(window, "Paper Table 1")
+    assert panel.optimizer.value() == "sgd"
+    assert panel.learning_rate.text() == "0.01"
+    assert panel.batch_size.text() == "32"
+    assert panel.epochs.text() == "25"
+    assert panel.steps_per_epoch.text() == "550"
+    assert panel.validation_steps.text() == "1"
+    config, _ = window.run_config()
+    assert config.training == preset("Paper Table 1").training
+    assert config.preset == "Paper Table 1"
+
+    choose_preset(window, "SimCNN best")
+    assert panel.optimizer.value() == "adamw"
+    assert panel.schedule.value() == "cosine"
+    assert panel.augmentation.value() == "flip_crop"
+    assert panel.steps_per_epoch.text() == "auto"
+    assert window.run_config()[0].training == preset("SimCNN best").training
+
+    panel.epochs.setText("3")
+    assert panel.preset_list.currentText() == CUSTOM
+    assert window.run_config()[0].preset == ""
+
+
+def test_a_preset_for_another_architecture_sets_the_model_and_says_so(window):
+    window.model_panel.architecture.set_value("simcnn")
+    choose_preset(window, "Seed 2 (Adam)")
+    assert window.model_panel.architecture.value() == "cnn"
+    assert "CNN from scratch" in window.train_tab.log.toPlainText()
+
+
+def test_an_invalid_field_disables_train_and_says_why(window, image_folder):
+    use_tiny_run(window, image_folder)
+    panel = window.hyperparameter_panel
+    assert window.train_tab.train_button.isEnabled()
+
+    panel.batch_size.setText("0")
+    assert not window.train_tab.train_button.isEnabled()
+    assert not window.train_action.isEnabled()
+    assert "training.batch_size" in window.train_blocked_reason()
+    assert panel.batch_size.property("invalid") is True
+    assert "between 1 and 8192" in panel.batch_size.toolTip()
+    assert window.train() is False
+
+    panel.batch_size.setText("8")
+    assert window.train_tab.train_button.isEnabled()
+    assert panel.batch_size.property("invalid") is False
+    assert window.train_blocked_reason() == ""
+
+    panel.learning_rate.setText("fast")
+    assert not window.train_tab.train_button.isEnabled()
+    assert "learning_rate" in window.train_blocked_reason()
+    panel.learning_rate.setText("1e-3")
+    assert window.train_tab.train_button.isEnabled()
+
+    window.dataset_panel.path.setText("")
+    assert "dataset.path" in window.train_blocked_reason()
+    assert window.dataset_panel.path.property("invalid") is True
+
+
+def test_loading_shows_the_data_and_checks_steps_against_it(window, image_folder, qtbot):
+    use_tiny_run(window, image_folder)
+    panel = window.dataset_panel
+    with qtbot.waitSignal(panel.loaded, timeout=LOAD_TIMEOUT_MS):
+        panel.load_button.click()
+    assert "72 train · 24 validation · 24 test · 4 classes" in panel.sizes.text()
+    counts = {split: bars.opts["width"] for split, bars in panel.class_bars.items()}
+    assert list(counts["train"]) == [18] * 4 and list(counts["test"]) == [6] * 4
+    captions = [label.text() for label in panel.sample_captions if label.text()]
+    assert len(captions) == 16 and all(text.rstrip("…") for text in captions)
+    assert {label.toolTip() for label in panel.sample_images} <= set(CLASS_NAMES)
+    before = [label.pixmap().cacheKey() for label in panel.sample_images]
+    panel.shuffle_button.click()
+    assert [label.pixmap().cacheKey() for label in panel.sample_images] != before
+
+    # 72 training images at batch 8 give 9 steps: 10 would overrun the data.
+    window.hyperparameter_panel.steps_per_epoch.setText("10")
+    assert "more than the data gives" in window.train_blocked_reason()
+    window.hyperparameter_panel.steps_per_epoch.setText("9")
+    assert window.train_blocked_reason() == ""
+
+
+def test_a_missing_folder_is_explained_in_the_panel(window, tmp_path, qtbot):
+    panel = window.dataset_panel
+    panel.source.set_value("folder")
+    panel.path.setText(str(tmp_path / "no such folder"))
+    with qtbot.waitSignal(window.worker.dataset_failed, timeout=LOAD_TIMEOUT_MS) as failed:
+        panel.load_button.click()
+    assert "no such folder" in failed.args[0]
+    assert panel.status.text() == failed.args[0]
+    assert panel.status.property("error") is True
+    assert panel.load_button.isEnabled()
+
+
+def test_parameter_counts_follow_the_options(window, qtbot):
+    panel = window.model_panel
+    panel.architecture.set_value("cnn")
+    qtbot.waitUntil(lambda: panel.params_label.text().startswith("356,810 total"), timeout=LOAD_TIMEOUT_MS)
+    panel.architecture.set_value("simcnn")
+    qtbot.waitUntil(lambda: panel.params_label.text().startswith("123,210 total"), timeout=LOAD_TIMEOUT_MS)
+    assert panel.counts == {"total": 123_210, "trainable": 122_890, "non_trainable": 320}
+    assert "SimCNN" in panel.description.text()
+
+
+def test_settings_survive_a_new_window(make_window, image_folder, settings_path, qtbot):
+    first = make_window()
+    use_tiny_run(first, image_folder, epochs=7, batch_size=16)
+    first.model_panel.architecture.set_value("cnn")
+    first.hyperparameter_panel.learning_rate.setText("0.0005")
+    first.tabs.setCurrentIndex(2)
+    first.resize(760, 560)  # inside the offscreen platform's 800x600 screen
+    size = first.size()
+    config, _ = first.run_config()
+    first.close()
+    assert not first.isVisible()
+    assert Settings(settings_path).run_config() == config
+
+    second = make_window()
+    assert second.run_config()[0] == config
+    assert second.hyperparameter_panel.learning_rate.text() == "0.0005"
+    assert second.dataset_panel.path.text() == str(image_folder)
+    assert second.tabs.currentIndex() == 2
+    assert second.size() == size
+    assert isinstance(Settings(settings_path).window_state(), QByteArray)
+
+
+def test_settings_of_another_version_are_ignored(settings_path):
+    settings = Settings(settings_path)
+    settings.set_run_config(preset("Paper Table 1"))
+    settings.sync()
+    raw = QSettings(str(settings_path), QSettings.IniFormat)
+    raw.setValue("version", 999)
+    raw.sync()
+    assert Settings(settings_path).run_config() is None

@@ -1,0 +1,28 @@
+"""The window appears before Keras and TensorFlow are imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_window_is_shown_before_keras_is_imported(tmp_path):
+    env = dict(
+        os.environ, QT_QPA_PLATFORM="offscreen", CIFAR_STUDIO_STARTUP_PROBE="1",
+        XDG_CONFIG_HOME=str(tmp_path / "config"), CIFAR_STUDIO_HOME=str(tmp_path / "store"),
+        CIFAR_STUDIO_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from gui.app import run_gui; sys.exit(run_gui(sys.argv[:1]))"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["keras_imported"] is False
+    assert probe["tensorflow_imported"] is False
+    assert (tmp_path / "config" / "CIFAR Studio" / "CIFAR Studio.ini").exists()

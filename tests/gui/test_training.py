@@ -1,0 +1,75 @@
+"""Training from the window: a whole run, a stopped run, and closing the
+window while a run trains. Real Keras, SimCNN, a tiny image folder."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from engine.runs import RunStore
+from tests.gui.conftest import RUN_TIMEOUT_MS, use_tiny_run
+
+
+def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_folder, qtbot):
+    use_tiny_run(window, image_folder, epochs=2)
+    tab = window.train_tab
+    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+        qtbot.mouseClick(tab.train_button, Qt.LeftButton)
+        assert window.worker.is_training
+        assert tab.stop_button.isEnabled() and not tab.train_button.isEnabled()
+    result = ended.args[0]
+    assert result.status == "finished", result.reason
+
+    store = RunStore()
+    assert result.run_id in [record.run_id for record in store.list_runs()]
+    assert store.get(result.run_id).status == "finished"
+    history = store.history(result.run_id)
+    for plot in (tab.loss_plot, tab.accuracy_plot):
+        epochs, train = plot.train_curve.getData()
+        _, validation = plot.validation_curve.getData()
+        assert list(epochs) == [1, 2]
+        np.testing.assert_allclose(train, history[plot.metric], rtol=1e-5)
+        np.testing.assert_allclose(validation, history["val_" + plot.metric], rtol=1e-5)
+        batch_x, _ = plot.batch_curve.getData()
+        assert len(batch_x) >= 2 and batch_x[-1] <= 2
+        assert plot.best_line.isVisible()
+    assert f"{result.test_metrics['accuracy']:.2%}" in tab.summary.text()
+    assert "Test accuracy" in tab.summary.text()
+    assert tab.train_button.isEnabled() and not tab.stop_button.isEnabled()
+    assert not window.worker.is_training
+
+
+def test_stop_ends_the_run_within_a_batch_and_saves_it_as_stopped(window, image_folder, qtbot):
+    use_tiny_run(window, image_folder, epochs=200, batch_size=2)
+    with qtbot.waitSignal(window.worker.progress, timeout=RUN_TIMEOUT_MS):
+        window.train()
+    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+        qtbot.mouseClick(window.train_tab.stop_button, Qt.LeftButton)
+    result = ended.args[0]
+    assert result.status == "stopped"
+    assert result.epochs_done < 200
+    record = RunStore().get(result.run_id)
+    assert record.status == "stopped"
+    assert "Stopped after" in window.train_tab.summary.text()
+
+
+def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_window, image_folder, qtbot):
+    baseline = threading.active_count()
+    window = make_window()
+    use_tiny_run(window, image_folder, epochs=200, batch_size=2)
+    with qtbot.waitSignal(window.worker.progress, timeout=RUN_TIMEOUT_MS):
+        window.train()
+
+    window.confirm_stop_on_close = False
+    window.close()
+    assert window.isVisible() and window.worker.is_training
+
+    window.confirm_stop_on_close = True
+    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+        window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
+    assert all(not thread.isRunning() for thread in window.worker.threads())
+    assert threading.active_count() == baseline
+    assert RunStore().get(ended.args[0].run_id).status == "stopped"
