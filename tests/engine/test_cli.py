@@ -62,7 +62,8 @@ def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, cap
         rows = list(csv.DictReader(handle))
     assert len(rows) == 10 and all(row["class_1"] in CLASS_NAMES for row in rows)
 
-    code, out, _ = run(capsys, "predict", run_id, str(image_folder / "test" / "top_left" / "0.png"))
+    first = sorted((image_folder / "test" / "top_left").iterdir())[0]
+    code, out, _ = run(capsys, "predict", run_id, str(first))
     assert code == 0 and out.startswith(str(image_folder))
 
     code, out, _ = run(capsys, "evaluate", "cli run")

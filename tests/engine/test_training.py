@@ -59,20 +59,22 @@ def small_config(epochs=3, **training):
 def test_training_learns_and_saves_everything(tmp_path):
     store = RunStore(tmp_path)
     listener = Recorder()
-    result = Trainer(small_config(epochs=4), listener, store, dataset=toy_dataset()).run()
+    config = small_config(epochs=3)
+    config.model.architecture = "cnn"  # no batch norm: its moving averages need more steps than a toy gives
+    result = Trainer(config, listener, store, dataset=toy_dataset()).run()
 
     assert result.status == "finished", result.reason
-    assert result.test_metrics["accuracy"] > 0.6  # chance is 0.25
+    assert result.test_metrics["accuracy"] > 0.8  # chance is 0.25
     [started] = listener.of("started")
-    assert started.params == {"total": 122_820, "trainable": 122_500, "non_trainable": 320}
+    assert started.params == {"total": 356_036, "trainable": 356_036, "non_trainable": 0}
     assert not started.validation_partial
     epochs = listener.of("epoch")
-    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(epochs[-1].logs)
     assert listener.of("progress") and listener.of("ended")[0].status == "finished"
 
     record = store.get(result.run_id)
-    assert (record.status, record.epochs_done, record.test_accuracy) == ("finished", 4, result.test_metrics["accuracy"])
+    assert (record.status, record.epochs_done, record.test_accuracy) == ("finished", 3, result.test_metrics["accuracy"])
     history = store.history(result.run_id)
     assert history["val_accuracy"] == pytest.approx([e.logs["val_accuracy"] for e in epochs])
     folder = store.run_dir(result.run_id)
