@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import signal
 import sys
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         from gui.app import run_gui
 
         return run_gui(sys.argv[:1])
+    # Keras logs through absl, e.g. that .h5 is a "legacy" format: the app saves
+    # .h5 on purpose (and .keras beside it), so only errors are shown.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.store:
@@ -147,8 +151,10 @@ def cmd_train(args) -> int:
     print(f"run {record.run_id} ({record.name}) {result.status}: {result.reason}")
     if result.test_metrics:
         m = result.test_metrics
-        print(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  top-5 {m['top5_accuracy']:.4f}  "
-              f"macro F1 {m['macro_f1']:.4f}")
+        split = store.metrics(record.run_id).get("split", "test")
+        note = "" if split == "test" else " (the dataset has no test split)"
+        print(f"{split} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  top-5 {m['top5_accuracy']:.4f}  "
+              f"macro F1 {m['macro_f1']:.4f}{note}")
     print(f"model: {store.model_path(record.run_id)}")
     return 0
 
