@@ -242,9 +242,11 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
     _range(p, "dataset.train_subset", d.train_subset, 0, 10**9, "0 (all) or a positive count")
     _range(p, "dataset.test_subset", d.test_subset, 0, 10**9, "0 (all) or a positive count")
     _range(p, "dataset.validation_split", d.validation_split, 0.0, 0.5, "between 0 and 0.5")
-    _range(p, "dataset.image_size", d.image_size, 0, 1024, "0 (as the files are) or 8 to 1024")
-    if 0 < d.image_size < 8:
-        p["dataset.image_size"] = f"dataset.image_size = {d.image_size} is too small; use 0 or 8 to 1024"
+    _range(p, "dataset.image_size", d.image_size, 0, 1024, "0 (as the files are) or 18 to 1024")
+    if 0 < d.image_size < 18:
+        p["dataset.image_size"] = (
+            f"dataset.image_size = {d.image_size} is too small for the models; use 0 or 18 to 1024"
+        )
 
     _choice(p, "model.architecture", m.architecture, ARCHITECTURES)
     _choice(p, "model.weights", m.weights, WEIGHTS)
