@@ -238,7 +238,7 @@ class Trainer:
                                         weight_decay=t.weight_decay or None)
 
     def _save_model(self, model, run_dir: Path, class_names: list[str]) -> None:
-        for name in ("model.h5", "model.keras"):
+        for name in ("model.keras", "model.h5"):  # .keras first: an .h5 save drops the optimizer (keras#23475)
             model.save(run_dir / name)
             write_class_names(run_dir / name, class_names)
 
