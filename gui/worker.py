@@ -17,6 +17,8 @@ lets the window appear before TensorFlow has finished importing.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import threading
 import time
 from typing import Callable
@@ -28,6 +30,7 @@ from engine.errors import EngineError
 from engine.events import EpochEnded, Listener, Progress, RunEnded, RunStarted, StageEvent
 
 STAGE_INTERVAL = 0.1  # seconds between forwarded dataset-loading reports
+BACKGROUND_NICE = 10  # how much nicer than the GUI the Keras backend's compute threads are (Linux)
 
 
 class _Runner(QObject):
@@ -61,6 +64,34 @@ class _Thread:
     def stop(self) -> None:
         self.thread.quit()
         self.thread.wait()
+
+
+def _start_backend_threads_at_low_priority() -> None:
+    """Let the Keras backend start its compute threads below the GUI thread.
+
+    TensorFlow starts its thread pools when the first tensor is made, and on
+    Linux a new thread inherits the niceness of the thread that starts it. So
+    a short-lived thread BACKGROUND_NICE steps nicer makes the first tensor: when
+    training keeps every core busy, the scheduler still runs the GUI thread
+    at once. The threads that run Python (these workers) keep the normal
+    priority: one that held the GIL while starved of CPU would stall the GUI.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+
+    def start() -> None:
+        try:
+            thread_id = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + BACKGROUND_NICE)
+            import keras
+
+            keras.ops.convert_to_tensor(0.0)
+        except Exception:  # a lower priority is a nicety, never a reason to fail
+            pass
+
+    starter = threading.Thread(target=start, name="cifar-studio-backend-start")
+    starter.start()
+    starter.join()
 
 
 def _forget_python_thread() -> None:
@@ -161,6 +192,7 @@ class Worker(QObject):
             from engine.system import backend_info
 
             info = dict(backend_info())
+            _start_backend_threads_at_low_priority()
         except Exception as exc:  # the window must still work without this line
             info = {"keras_version": "unknown", "backend": "unknown", "device": "unknown", "error": str(exc)}
         self.backend_ready.emit(info)

@@ -26,3 +26,20 @@ def test_the_window_is_shown_before_keras_is_imported(tmp_path):
     assert probe["keras_imported"] is False
     assert probe["tensorflow_imported"] is False
     assert (tmp_path / "config" / "CIFAR Studio" / "CIFAR Studio.ini").exists()
+
+
+def test_a_long_session_of_qt_calls_does_not_abort_python():
+    """PySide6 6.12.0 steals a reference to None on every void call; on
+    Python 3.11 that aborts the process once None's count reaches 0
+    (gui/compat.py). 300,000 calls is a few minutes of live plotting."""
+    code = (
+        "import gui\n"
+        "from PySide6.QtCore import QObject\n"
+        "probe = QObject()\n"
+        "for _ in range(300_000):\n"
+        "    probe.setObjectName('probe')\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "alive"

@@ -1,0 +1,138 @@
+"""Save a screenshot of the window during a training run (docs/screenshot.png).
+
+Runs the real app offscreen (Qt's "offscreen" platform: no X server or xcb
+libraries needed) with its settings, run store and dataset cache in a
+temporary folder: loads the dataset in the Dataset panel, trains SimCNN with
+the "SimCNN best" recipe for a few quick epochs, grabs the window in the
+middle of an epoch, then stops the run and quits.
+
+    python scripts/screenshot.py [--data /tmp/cifar10-jpg/train] [--out docs/screenshot.png]
+
+Without --data it uses /tmp/cifar10-jpg/train when that exists
+(`tar xzf ../shared/data/cifar10-jpg-train.tar.gz -C /tmp`), else generated
+images. The PNG is reduced to a 256-colour palette to stay small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+
+REAL_DATA = Path("/tmp/cifar10-jpg/train")
+MAX_BYTES = 300_000
+
+
+def generated_folder(root: Path, per_class: int = 300) -> Path:
+    """Ten classes of 32x32 PNGs: noise with a coloured square, learnable fast."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(10):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            image = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
+            row, column = divmod(label % 4, 2)
+            image[row * 16:(row + 1) * 16, column * 16:(column + 1) * 16, label % 3] += 160
+            Image.fromarray(image).save(folder / f"{index:04d}.png")
+    return root
+
+
+def save_small(image: QImage, path: Path) -> int:
+    """Save as an indexed PNG (a palette of 256 colours); return its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.convertToFormat(QImage.Format_Indexed8).save(str(path), "PNG")
+    return path.stat().st_size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="an image folder with one subfolder per class")
+    parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"))
+    parser.add_argument("--epochs-before", type=int, default=4, help="epochs to finish before the grab")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cifar_studio_screenshot_"))
+    os.environ["CIFAR_STUDIO_HOME"] = str(work / "store")
+    os.environ.setdefault("CIFAR_STUDIO_CACHE_DIR", str(Path(tempfile.gettempdir()) / "cifar_studio_screenshot_cache"))
+    if args.data:
+        data = Path(args.data)
+    elif REAL_DATA.is_dir():
+        data = REAL_DATA
+    else:
+        data = generated_folder(work / "images")
+
+    from gui.app import create_application
+    from gui.main_window import MainWindow
+    from gui.settings import Settings
+
+    app = create_application([])
+    window = MainWindow(Settings(work / "settings.ini"))
+    window.resize(1440, 920)
+    dataset = window.dataset_panel
+    dataset.source.set_value("folder")
+    dataset.path.setText(str(data))
+    dataset.train_subset.setText("5000")
+    dataset.test_subset.setText("1000")
+    dataset.validation_split.setText("0.1")
+    window.model_panel.architecture.set_value("simcnn")
+    presets = window.hyperparameter_panel.preset_list
+    presets.setCurrentText("SimCNN best")
+    presets.activated.emit(presets.currentIndex())
+    window.hyperparameter_panel.epochs.setText("12")
+    window.hyperparameter_panel.warmup_epochs.setText("1")
+    window.show()
+
+    state = {"status": 1}
+
+    def on_loaded(_dataset) -> None:
+        window.train()
+
+    def on_epoch_ended(event) -> None:
+        if event.epoch == args.epochs_before:
+            window.worker.progress.connect(on_progress)
+
+    def on_progress(event) -> None:
+        if event.batch >= event.steps // 2 and "grabbed" not in state:
+            state["grabbed"] = True
+            QTimer.singleShot(300, grab)
+
+    def grab() -> None:
+        size = save_small(window.grab().toImage(), Path(args.out))
+        print(f"saved {args.out} ({size:,} bytes)")
+        state["status"] = 0 if size <= MAX_BYTES else 2
+        window.stop()
+
+    def on_run_ended(event) -> None:
+        print(f"run {event.status}: {event.reason}")
+        window.close()
+        app.quit()
+
+    def on_failed(message: str) -> None:
+        print("could not load the dataset:", message, file=sys.stderr)
+        window.close()
+        app.quit()
+
+    dataset.loaded.connect(on_loaded)
+    window.worker.dataset_failed.connect(on_failed)
+    window.worker.epoch_ended.connect(on_epoch_ended)
+    window.worker.run_ended.connect(on_run_ended)
+    QTimer.singleShot(500, dataset.load)
+    app.exec()
+    return state["status"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
