@@ -33,7 +33,7 @@ SOURCE_LABELS = {
 ON_DISK = ("cifar10_archive", "folder")
 SAMPLE_COLUMNS = 8
 SAMPLE_ROWS = 2
-SAMPLE_SIDE = 44
+SAMPLE_SIDE = 40
 SPLIT_COLORS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
 
 
@@ -92,18 +92,18 @@ class DatasetPanel(QWidget):
         self.status.setWordWrap(True)
         self.sizes = QLabel()
         self.sizes.setWordWrap(True)
+        self.sizes.setTextFormat(Qt.RichText)
 
         self.class_chart = pg.PlotWidget()
         self.class_chart.setMenuEnabled(False)
         self.class_chart.setMouseEnabled(False, False)
         self.class_chart.hideButtons()
-        self.class_chart.setMinimumHeight(150)
+        self.class_chart.setFixedHeight(150)
         self.class_chart.invertY(True)
-        self.class_chart.setLabel("bottom", "images")
-        self.class_legend = self.class_chart.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.class_chart.setToolTip("Images per class in each split (the colours of the line above).")
         self.class_bars: dict[str, pg.BarGraphItem] = {}
         for split, color in SPLIT_COLORS.items():
-            bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=color, pen=None, name=split)
+            bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=color, pen=None)
             self.class_chart.addItem(bars)
             self.class_bars[split] = bars
 
@@ -140,13 +140,14 @@ class DatasetPanel(QWidget):
         subsets.addWidget(self.train_subset)
         subsets.addWidget(QLabel("test"))
         subsets.addWidget(self.test_subset)
+        subsets.addWidget(QLabel("size"))
+        subsets.addWidget(self.image_size)
         form.addRow("Images", subsets)
         split_row = QHBoxLayout()
         split_row.addWidget(self.validation_split)
         split_row.addWidget(QLabel("seed"))
         split_row.addWidget(self.seed)
         form.addRow("Validation split", split_row)
-        form.addRow("Image size", self.image_size)
         load_row = QHBoxLayout()
         load_row.addWidget(self.load_button)
         load_row.addWidget(self.progress, 1)
@@ -243,10 +244,11 @@ class DatasetPanel(QWidget):
         self.progress.hide()
         self._update_enabled()
         self._show_status(getattr(dataset, "description", "") or "Loaded.")
+        splits = (("train", dataset.y_train), ("validation", dataset.y_val), ("test", dataset.y_test))
         self.sizes.setText(
-            f"{len(dataset.y_train):,} train · {len(dataset.y_val):,} validation · "
-            f"{len(dataset.y_test):,} test · {dataset.num_classes} classes · "
-            f"{'x'.join(str(n) for n in dataset.image_shape)} images"
+            " · ".join(f"<span style='color:{SPLIT_COLORS[name]}'>■</span> {len(labels):,} {name}"
+                       for name, labels in splits)
+            + f" · {dataset.num_classes} classes of {'x'.join(str(n) for n in dataset.image_shape)}"
         )
         self._show_class_counts(dataset)
         self.show_samples()

@@ -66,9 +66,11 @@ class MainWindow(QMainWindow):
             label.setObjectName("later")
             self.tabs.addTab(label, name)
         self.setCentralWidget(self.tabs)
-        self._add_dock("Dataset", self.dataset_panel)
-        self._add_dock("Model", self.model_panel)
-        self._add_dock("Hyperparameters", self.hyperparameter_panel)
+        self.docks = [
+            self._add_dock("Dataset", self.dataset_panel),
+            self._add_dock("Model", self.model_panel),
+            self._add_dock("Hyperparameters", self.hyperparameter_panel),
+        ]
         self._create_menus()
         self.backend_label = QLabel("Keras: loading…")
         self.statusBar().addPermanentWidget(self.backend_label)
@@ -87,7 +89,7 @@ class MainWindow(QMainWindow):
 
     # --- building -----------------------------------------------------------
 
-    def _add_dock(self, title: str, panel: QWidget) -> None:
+    def _add_dock(self, title: str, panel: QWidget) -> QDockWidget:
         scroll = QScrollArea()
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
@@ -97,6 +99,7 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         dock.setWidget(scroll)
         self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        return dock
 
     def _create_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -173,7 +176,6 @@ class MainWindow(QMainWindow):
         config = self.settings.run_config()
         if config is None:
             config = RunConfig()
-            self.resize(1400, 900)
         self.dataset_panel.set_config(config)
         self.model_panel.set_config(config)
         self.hyperparameter_panel.set_config(config)
@@ -182,6 +184,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        else:
+            self.resize(1480, 980)
+            self.resizeDocks(self.docks, [530, 100, 300], Qt.Vertical)
+            self.resizeDocks(self.docks[:1], [480], Qt.Horizontal)
         self.tabs.setCurrentIndex(self.settings.current_tab())
         self._on_settings_changed()
 

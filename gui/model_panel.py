@@ -80,7 +80,7 @@ class ModelPanel(QWidget):
         file_row = QHBoxLayout()
         file_row.addWidget(self.weights_file, 1)
         file_row.addWidget(self.browse_button)
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.addRow("Architecture", self.architecture)
         form.addRow("", self.description)
         form.addRow("Weights", self.weights)
@@ -89,6 +89,7 @@ class ModelPanel(QWidget):
         form.addRow("Input size", self.input_size)
         form.addRow("Head", self.head)
         form.addRow("Parameters", self.params_label)
+        self._weights_file_row = 3
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addStretch(1)
@@ -132,13 +133,13 @@ class ModelPanel(QWidget):
         return None if self.write_into(config) else config.model
 
     def _on_field_changed(self) -> None:
+        """Show only the options the architecture has (the pretrained bases'
+        weights, layers, size and head), then recount."""
         architecture = self.architecture.value()
         pretrained = architecture not in FROM_SCRATCH
         for field in (self.weights, self.trainable_layers, self.input_size, self.head):
-            field.setEnabled(pretrained)
-        uses_file = pretrained and self.weights.value() == "file"
-        self.weights_file.setEnabled(uses_file)
-        self.browse_button.setEnabled(uses_file)
+            self.form.setRowVisible(field, pretrained)
+        self.form.setRowVisible(self._weights_file_row, pretrained and self.weights.value() == "file")
         self.description.setText(self.descriptions.get(architecture, ARCHITECTURE_LABELS[architecture]))
         self.params_label.setText("counting…")
         self._count_timer.start()

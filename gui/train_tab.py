@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 
 from gui.worker import Worker
 
+SMOOTHING = 0.3  # weight of the newest interval in the per-batch trace's moving average
 TRAIN_COLOR = "#1f77b4"
 TRACE_COLOR = "#9ecae1"
 VALIDATION_COLOR = "#ff7f0e"
@@ -25,18 +26,24 @@ LOG_LINES = 5000
 
 
 class MetricPlot(pg.PlotWidget):
-    """One metric over the epochs: train and validation per epoch, the running
-    train value within each epoch, and a marker at the best epoch."""
+    """One metric over the epochs: train and validation per epoch, a smoothed
+    per-batch train trace, and a marker at the best epoch.
 
-    def __init__(self, metric: str, title: str):
+    Progress reports carry Keras' running mean since the epoch began, which
+    jumps at each epoch's start. Two consecutive means give the exact mean
+    of the batches between them; the trace is a moving average of those, so
+    it runs on smoothly across epochs, as TensorBoard's smoothing does.
+    """
+
+    def __init__(self, metric: str, title: str, legend_corner: tuple[int, int]):
         super().__init__()
         self.metric = metric
         self.setTitle(title)
         self.setLabel("bottom", "epoch")
         self.showGrid(x=True, y=True, alpha=0.2)
         self.setMenuEnabled(False)
-        self.legend = self.addLegend(offset=(-10, 10))
-        self.batch_curve = self.plot(pen=pg.mkPen(TRACE_COLOR, width=1), name="train (running, per batch)")
+        self.legend = self.addLegend(offset=legend_corner, brush=pg.mkBrush(255, 255, 255, 210))
+        self.batch_curve = self.plot(pen=pg.mkPen(TRACE_COLOR, width=1), name="train (per batch, smoothed)")
         self.batch_curve.setDownsampling(auto=True, method="mean")
         self.batch_curve.setClipToView(True)
         self.train_curve = self.plot(
@@ -47,39 +54,57 @@ class MetricPlot(pg.PlotWidget):
             pen=pg.mkPen(VALIDATION_COLOR, width=2), symbol="s", symbolSize=6, symbolBrush=VALIDATION_COLOR,
             symbolPen=None, name="validation",
         )
-        self.best_line = pg.InfiniteLine(
-            angle=90, movable=False, pen=pg.mkPen(BEST_COLOR, width=1, style=Qt.DashLine),
-            label="best", labelOpts={"position": 0.92, "color": BEST_COLOR},
+        self.best_marker = self.plot(
+            pen=None, symbol="star", symbolSize=16, symbolBrush=BEST_COLOR, symbolPen=None, name="best epoch",
         )
+        self.best_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(BEST_COLOR, width=1, style=Qt.DashLine))
         self.addItem(self.best_line)
         self.reset()
 
     def reset(self, validation_name: str = "validation") -> None:
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
+        self._last_report: tuple[int, int, float] | None = None  # epoch, batch, running mean
         self._epochs: list[int] = []
         self._train: list[float] = []
         self._validation: list[float] = []
-        for curve in (self.batch_curve, self.train_curve, self.validation_curve):
+        for curve in (self.batch_curve, self.train_curve, self.validation_curve, self.best_marker):
             curve.setData([], [])
         self.legend.removeItem(self.validation_curve)
+        self.legend.removeItem(self.best_marker)
         self.legend.addItem(self.validation_curve, validation_name)
+        self.legend.addItem(self.best_marker, "best epoch")
         self.best_line.hide()
 
-    def add_batch(self, x: float, logs: dict) -> None:
-        if self.metric in logs:
-            self._batch_x.append(x)
-            self._batch_y.append(logs[self.metric])
-            self.batch_curve.setData(self._batch_x, self._batch_y)
+    def add_batch(self, epoch: int, batch: int, steps: int, logs: dict) -> None:
+        if self.metric not in logs:
+            return
+        mean = logs[self.metric]
+        last = self._last_report
+        if last is not None and last[0] == epoch:
+            if batch <= last[1]:
+                return
+            interval = (mean * batch - last[2] * last[1]) / (batch - last[1])
+        else:
+            interval = mean  # an epoch's first report: the mean of its first batches
+        self._last_report = (epoch, batch, mean)
+        smoothed = interval if not self._batch_y else SMOOTHING * interval + (1 - SMOOTHING) * self._batch_y[-1]
+        self._batch_x.append(epoch - 1 + batch / max(steps, 1))
+        self._batch_y.append(smoothed)
+        self.batch_curve.setData(self._batch_x, self._batch_y)
 
-    def add_epoch(self, epoch: int, logs: dict, best_epoch: int) -> None:
+    def add_epoch(self, epoch: int, logs: dict, best_epoch: int, monitor: str) -> None:
+        """Add an epoch's point; mark the best epoch (by `monitor`, e.g.
+        val_accuracy) on the curve of the split it was judged on."""
         self._epochs.append(epoch)
         self._train.append(logs.get(self.metric, float("nan")))
         self._validation.append(logs.get("val_" + self.metric, float("nan")))
         self.train_curve.setData(self._epochs, self._train)
         if any(value == value for value in self._validation):
             self.validation_curve.setData(self._epochs, self._validation)
-        if best_epoch:
+        if best_epoch in self._epochs:
+            values = self._validation if monitor.startswith("val_") else self._train
+            self.best_marker.setData([best_epoch], [values[self._epochs.index(best_epoch)]])
             self.best_line.setValue(best_epoch)
             self.best_line.show()
 
@@ -105,8 +130,8 @@ class TrainTab(QWidget):
         self.summary.setObjectName("summary")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.loss_plot = MetricPlot("loss", "Loss")
-        self.accuracy_plot = MetricPlot("accuracy", "Accuracy")
+        self.loss_plot = MetricPlot("loss", "Loss", legend_corner=(-10, 10))
+        self.accuracy_plot = MetricPlot("accuracy", "Accuracy", legend_corner=(-10, -10))
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(LOG_LINES)
@@ -198,13 +223,12 @@ class TrainTab(QWidget):
             f"elapsed {format_seconds(event.elapsed)} · ETA {format_seconds(event.eta)} · "
             f"{event.images_per_second:,.0f} images/s"
         )
-        x = event.epoch - 1 + event.batch / max(event.steps, 1)
-        self.loss_plot.add_batch(x, event.logs)
-        self.accuracy_plot.add_batch(x, event.logs)
+        for plot in (self.loss_plot, self.accuracy_plot):
+            plot.add_batch(event.epoch, event.batch, event.steps, event.logs)
 
     def _on_epoch_ended(self, event) -> None:
-        self.loss_plot.add_epoch(event.epoch, event.logs, event.best_epoch)
-        self.accuracy_plot.add_epoch(event.epoch, event.logs, event.best_epoch)
+        for plot in (self.loss_plot, self.accuracy_plot):
+            plot.add_epoch(event.epoch, event.logs, event.best_epoch, event.monitor)
         shown = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
         values = " · ".join(f"{key} {event.logs[key]:.4g}" for key in shown if key in event.logs)
         self.add_log(f"Epoch {event.epoch}/{event.epochs}: {values} ({event.epoch_seconds:.1f} s)")

@@ -3,7 +3,7 @@
 Runs the real app offscreen (Qt's "offscreen" platform: no X server or xcb
 libraries needed) with its settings, run store and dataset cache in a
 temporary folder: loads the dataset in the Dataset panel, trains SimCNN with
-the "SimCNN best" recipe for a few quick epochs, grabs the window in the
+the "SimCNN best" recipe (10 epochs at batch 64 on 10,000 images), grabs the window in the
 middle of an epoch, then stops the run and quits.
 
     python scripts/screenshot.py [--data /tmp/cifar10-jpg/train] [--out docs/screenshot.png]
@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
 REAL_DATA = Path("/tmp/cifar10-jpg/train")
@@ -53,7 +53,7 @@ def generated_folder(root: Path, per_class: int = 300) -> Path:
 def save_small(image: QImage, path: Path) -> int:
     """Save as an indexed PNG (a palette of 256 colours); return its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.convertToFormat(QImage.Format_Indexed8).save(str(path), "PNG")
+    image.convertToFormat(QImage.Format_Indexed8, Qt.ThresholdDither | Qt.AvoidDither).save(str(path), "PNG")
     return path.stat().st_size
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="an image folder with one subfolder per class")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"))
-    parser.add_argument("--epochs-before", type=int, default=4, help="epochs to finish before the grab")
+    parser.add_argument("--epochs-before", type=int, default=3, help="epochs to finish before the grab")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cifar_studio_screenshot_"))
@@ -80,19 +80,19 @@ def main() -> int:
 
     app = create_application([])
     window = MainWindow(Settings(work / "settings.ini"))
-    window.resize(1440, 920)
+    window.resize(1480, 980)
     dataset = window.dataset_panel
     dataset.source.set_value("folder")
     dataset.path.setText(str(data))
-    dataset.train_subset.setText("5000")
+    dataset.train_subset.setText("10000")
     dataset.test_subset.setText("1000")
     dataset.validation_split.setText("0.1")
     window.model_panel.architecture.set_value("simcnn")
     presets = window.hyperparameter_panel.preset_list
     presets.setCurrentText("SimCNN best")
     presets.activated.emit(presets.currentIndex())
-    window.hyperparameter_panel.epochs.setText("12")
-    window.hyperparameter_panel.warmup_epochs.setText("1")
+    window.hyperparameter_panel.epochs.setText("10")
+    window.hyperparameter_panel.batch_size.setText("64")
     window.show()
 
     state = {"status": 1}

@@ -35,6 +35,8 @@ def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_fold
         batch_x, _ = plot.batch_curve.getData()
         assert len(batch_x) >= 2 and batch_x[-1] <= 2
         assert plot.best_line.isVisible()
+        best_x, _ = plot.best_marker.getData()
+        assert list(best_x) == [store.get(result.run_id).best_epoch]
     assert f"{result.test_metrics['accuracy']:.2%}" in tab.summary.text()
     assert "Test accuracy" in tab.summary.text()
     assert tab.train_button.isEnabled() and not tab.stop_button.isEnabled()

@@ -1,0 +1,32 @@
+"""The Train tab's per-batch trace: smoothed from Keras' running means."""
+
+from __future__ import annotations
+
+import pytest
+
+from gui.train_tab import SMOOTHING, MetricPlot, format_seconds
+
+
+def test_the_batch_trace_is_a_moving_average_of_the_exact_interval_means(qtbot):
+    plot = MetricPlot("loss", "Loss", legend_corner=(-10, 10))
+    qtbot.addWidget(plot)
+    losses = [4.0, 2.0, 3.0, 1.0, 5.0, 1.0]  # per batch; two epochs of three batches
+
+    def running_mean(first, last):
+        return sum(losses[first:last]) / (last - first)
+
+    plot.add_batch(1, 2, 3, {"loss": running_mean(0, 2)})  # batches 1-2 of epoch 1
+    plot.add_batch(1, 3, 3, {"loss": running_mean(0, 3)})  # batch 3
+    plot.add_batch(1, 3, 3, {"loss": running_mean(0, 3)})  # a repeated report adds nothing
+    plot.add_batch(2, 1, 3, {"loss": running_mean(3, 4)})  # the next epoch starts afresh
+    x, y = plot.batch_curve.getData()
+    assert list(x) == pytest.approx([2 / 3, 1.0, 1 + 1 / 3])
+    first = 3.0
+    second = SMOOTHING * 3.0 + (1 - SMOOTHING) * first  # batch 3 alone had loss 3.0
+    third = SMOOTHING * 1.0 + (1 - SMOOTHING) * second
+    assert list(y) == pytest.approx([first, second, third])
+
+
+def test_times_read_as_minutes_or_hours():
+    assert format_seconds(59.6) == "1:00"
+    assert format_seconds(3725) == "1:02:05"
