@@ -103,17 +103,17 @@ class MainWindow(QMainWindow):
 
     def _create_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        self.open_dataset_action = self._action(file_menu, "Open &dataset…", QKeySequence.Open,
+        self.open_dataset_action = self._action(file_menu, "Open &dataset…", "Ctrl+O",
                                                 self.dataset_panel.open_dataset)
         self.open_model_action = self._action(file_menu, "Open &model…", "Ctrl+Shift+O", self._on_open_model)
         file_menu.addSeparator()
-        self.quit_action = self._action(file_menu, "&Quit", QKeySequence.Quit, self.close)
+        self.quit_action = self._action(file_menu, "&Quit", "Ctrl+Q", self.close)
         run_menu = self.menuBar().addMenu("&Run")
         self.train_action = self._action(run_menu, "&Train", "Ctrl+R", self.train)
         self.stop_action = self._action(run_menu, "&Stop", "Ctrl+.", self.stop)
         self.stop_action.setEnabled(False)
         help_menu = self.menuBar().addMenu("&Help")
-        self.about_action = self._action(help_menu, "&About", QKeySequence.HelpContents, self._on_about)
+        self.about_action = self._action(help_menu, "&About", "F1", self._on_about)
 
     def _action(self, menu, text, shortcut, handler) -> QAction:
         action = QAction(text, self)

@@ -8,6 +8,7 @@ or write the user's own settings even by mistake.
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -72,6 +73,10 @@ def make_window(qtbot, settings_path):
             qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
         for thread in window.worker.threads():
             assert not thread.isRunning()
+        window.deleteLater()
+    qtbot.wait(10)
+    # Collect the windows' Python wrappers now, while no worker thread runs.
+    gc.collect()
 
 
 @pytest.fixture

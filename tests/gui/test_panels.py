@@ -156,3 +156,21 @@ def test_settings_of_another_version_are_ignored(settings_path):
     raw.setValue("version", 999)
     raw.sync()
     assert Settings(settings_path).run_config() is None
+
+
+def test_status_bar_and_about_show_keras_backend_and_device(window, qtbot):
+    qtbot.waitUntil(lambda: bool(window.backend), timeout=LOAD_TIMEOUT_MS)
+    info = window.backend
+    assert info["backend"] in window.backend_label.text()
+    assert info["device"] in window.backend_label.text()
+    about = window.about_text()
+    assert f"Keras {info['keras_version']}" in about and info["device"] in about
+
+
+def test_menus_have_shortcuts_and_open_model_shows_classify(window):
+    for action in (window.open_dataset_action, window.open_model_action, window.quit_action,
+                   window.train_action, window.stop_action, window.about_action):
+        assert not action.shortcut().isEmpty(), action.text()
+    window.open_model_action.trigger()
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Classify"
+    assert "later issue" in window.tabs.currentWidget().text()

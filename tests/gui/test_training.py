@@ -43,10 +43,16 @@ def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_fold
     assert not window.worker.is_training
 
 
+def legend_names(plot) -> list[str]:
+    return [label.text for _, label in plot.legend.items]
+
+
 def test_stop_ends_the_run_within_a_batch_and_saves_it_as_stopped(window, image_folder, qtbot):
     use_tiny_run(window, image_folder, epochs=200, batch_size=2)
+    window.hyperparameter_panel.validation_steps.setText("1")
     with qtbot.waitSignal(window.worker.progress, timeout=RUN_TIMEOUT_MS):
         window.train()
+    assert "validation (partial estimate)" in legend_names(window.train_tab.accuracy_plot)
     with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         qtbot.mouseClick(window.train_tab.stop_button, Qt.LeftButton)
     result = ended.args[0]
@@ -75,3 +81,14 @@ def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_wind
     assert all(not thread.isRunning() for thread in window.worker.threads())
     assert threading.active_count() == baseline
     assert RunStore().get(ended.args[0].run_id).status == "stopped"
+
+
+def test_a_run_that_cannot_load_its_data_fails_in_plain_words(window, tmp_path, image_folder, qtbot):
+    use_tiny_run(window, image_folder)
+    window.dataset_panel.path.setText(str(tmp_path / "gone"))
+    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+        window.train()
+    assert ended.args[0].status == "failed"
+    assert "gone" in window.train_tab.summary.text()
+    assert window.train_tab.summary.text().startswith("Failed:")
+    assert window.train_tab.train_button.isEnabled()
