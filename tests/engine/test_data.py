@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import subprocess
@@ -549,7 +550,7 @@ def test_cifar10_download_failure_says_how_to_go_on(tmp_path):
 def test_cifar10_download_reports_progress_and_fills_the_keras_cache(tmp_path, monkeypatch):
     path, arrays = write_cifar_tar(tmp_path)
     monkeypatch.setattr(data, "CIFAR10_URL", path.as_uri())
-    monkeypatch.setattr(data, "CIFAR10_SHA256", __import__("hashlib").sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(data, "CIFAR10_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
     events = []
     ds = load_dataset(DatasetConfig(source="cifar10", validation_split=0.0), report=events.append)
     check_cifar(ds, arrays)
