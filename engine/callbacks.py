@@ -26,6 +26,8 @@ class ProgressCallback(keras.callbacks.Callback):
     """
 
     async_safe = True
+    # With steps_per_execution N, Keras calls the batch hooks once per N
+    # steps with the index of the last one; counts are taken from that index.
 
     def __init__(self, trainer, steps: int, epochs: int, batch_size: int, started: float):
         super().__init__()
@@ -37,7 +39,6 @@ class ProgressCallback(keras.callbacks.Callback):
         self.epoch = 0
         self.last_report = 0.0
         self.train_start = 0.0
-        self.images_done = 0
 
     def on_train_begin(self, logs=None):
         self.train_start = time.monotonic()
@@ -50,7 +51,6 @@ class ProgressCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        self.images_done += self.batch_size
         now = time.monotonic()
         if now - self.last_report < PROGRESS_INTERVAL and batch + 1 < self.steps:
             return
@@ -60,7 +60,7 @@ class ProgressCallback(keras.callbacks.Callback):
         total = self.epochs * self.steps
         self.trainer.listener.on_progress(Progress(
             epoch=self.epoch + 1, epochs=self.epochs, batch=batch + 1, steps=self.steps,
-            images_per_second=self.images_done / elapsed if elapsed > 0 else 0.0,
+            images_per_second=done * self.batch_size / elapsed if elapsed > 0 else 0.0,
             elapsed=now - self.started,
             eta=elapsed / done * (total - done) if done else 0.0,
             logs={k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))},

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,34 @@ from engine.events import Listener, RunEnded, RunStarted, StageEvent
 from engine.runs import RunStore
 
 
+@dataclass
+class SpeedSettings:
+    """The Trainer's speed levers. All of them keep the math of plain
+    `model.fit`; benchmarks/bench_train.py turns each off to measure it.
+
+    `stream_input`: batches from engine/pipeline.py (uint8, every epoch
+    exactly steps_per_epoch long) instead of the arrays themselves.
+    `fused_batch_norm`: engine/fastpaths.py's fused kernel while training
+    (TensorFlow only). `jit_compile`: Keras' own "auto" uses XLA on GPUs and
+    not on CPUs, where it made SimCNN several times slower here.
+    """
+
+    stream_input: bool = True
+    fused_batch_norm: bool = True
+    jit_compile: bool | str = "auto"
+
+
+def steps_per_call(steps_per_epoch: int, requested: int) -> int:
+    """The largest count of steps at most `requested` that divides an epoch.
+
+    Keras runs `steps_per_execution` steps per call and does not shorten the
+    last call of an epoch when the input never ends, so a count that does not
+    divide the epoch would make every epoch longer than asked.
+    """
+    for count in range(min(requested, steps_per_epoch), 0, -1):
+        if steps_per_epoch % count == 0:
+            return count
+    return 1
 
 
 def _keras():
@@ -46,8 +75,9 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, listener: Listener | None = None, store: RunStore | None = None,
-                 dataset=None):
+                 dataset=None, speed: SpeedSettings | None = None):
         self.config = config.copy()
+        self.speed = speed or SpeedSettings()
         self.listener = listener or Listener()
         self.store = store
         self.dataset = dataset
@@ -99,12 +129,25 @@ class Trainer:
         self.listener.on_stage(StageEvent("model", f"Building {cfg.model.architecture}"))
         keras = _keras()
         from engine import models
-        from engine.callbacks import EpochRecorder, ProgressCallback
+        from engine.distribute import placement, precision_policy
 
-        keras.utils.set_random_seed(cfg.training.seed)
-        model = self._build(models, keras)
-        self.model = model
-        params = models.param_counts(model)
+        with placement(cfg.training.distribution) as where:
+            keras.utils.set_random_seed(cfg.training.seed)
+            with precision_policy(cfg.training.precision):
+                model = self._build(models, keras)
+            self.model = model
+            params = models.param_counts(model)
+            if where.kind != "none":
+                self.listener.on_log(f"Training on {where.text}")
+            return self._train(model, params, started)
+
+    def _train(self, model, params: dict[str, int], started: float) -> RunEnded:
+        cfg = self.config
+        ds = self.dataset
+        keras = _keras()
+        from engine.callbacks import EpochRecorder, ProgressCallback
+        from engine.fastpaths import fused_batch_norm
+        from engine.pipeline import training_stream
 
         if self.store is None:
             self.store = RunStore()
@@ -139,20 +182,25 @@ class Trainer:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping,
                                                            restore_best_weights=True, verbose=0))
 
+        y_train = self._targets(keras, ds.y_train)
+        if self.speed.stream_input:
+            inputs = {"x": training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed), "shuffle": False}
+        else:
+            inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
+
         self.listener.on_stage(StageEvent("train", "Training"))
         train_start = time.monotonic()
-        model.fit(
-            ds.x_train, self._targets(keras, ds.y_train),
-            batch_size=t.batch_size,
-            epochs=t.epochs,
-            steps_per_epoch=t.steps_per_epoch or None,
-            validation_data=(ds.x_val, self._targets(keras, ds.y_val)) if has_val else None,
-            validation_steps=t.validation_steps or None,
-            validation_batch_size=t.batch_size,
-            shuffle=True,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        with fused_batch_norm(model, self.speed.fused_batch_norm):
+            model.fit(
+                **inputs,
+                epochs=t.epochs,
+                steps_per_epoch=steps,
+                validation_data=(ds.x_val, self._targets(keras, ds.y_val)) if has_val else None,
+                validation_steps=t.validation_steps or None,
+                validation_batch_size=t.batch_size,
+                callbacks=callbacks,
+                verbose=0,
+            )
         train_seconds = time.monotonic() - train_start
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
@@ -194,11 +242,13 @@ class Trainer:
         # label_smoothing); the labels are one-hot encoded in _targets().
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
                 if t.label_smoothing else keras.losses.SparseCategoricalCrossentropy())
+        steps = t.steps_per_epoch or math.ceil(len(ds.y_train) / t.batch_size)
         model.compile(
             optimizer=self._optimizer(keras, len(ds.y_train)),
             loss=loss,
             metrics=["accuracy"],
-            steps_per_execution=t.steps_per_execution,
+            steps_per_execution=steps_per_call(steps, t.steps_per_execution),
+            jit_compile=self.speed.jit_compile,
         )
         return model
 

@@ -1,0 +1,91 @@
+"""Faster kernels for the same math, used while the Trainer trains.
+
+Keras 3 computes batch normalization in training from separate ops (mean,
+variance, normalise, scale, shift, and the backward of each), which on the
+TensorFlow CPU build costs about as much as the three convolutions of
+SimCNN. TensorFlow has one fused kernel for all of it (FusedBatchNormV3,
+oneDNN on CPU, cuDNN on GPU) with the exact analytic gradient. While a
+model trains, `fused_batch_norm` routes each plain BatchNormalization
+layer's training call to that kernel; the layer, its weights and its saved
+config do not change, and inference keeps Keras' own code. TensorFlow
+only: on JAX and PyTorch nothing changes.
+
+Why this and not a custom layer: a saved model must open in plain Keras
+with no custom objects (safe mode), so the model keeps Keras' own layer and
+only its training call is swapped, for the duration of `fit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+MIN_FUSED_EPSILON = 1.001e-5  # FusedBatchNormV3 refuses smaller epsilons
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if type(layer) is keras.layers.BatchNormalization:
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(batch_norm_layers(layer))
+    return found
+
+
+def can_fuse(layer) -> bool:
+    """The plain case FusedBatchNormV3 computes exactly: centred and scaled,
+    no renormalization, statistics per device (channels last is checked
+    per call, where the input's rank is known)."""
+    return (
+        isinstance(layer.axis, int)
+        and layer.center and layer.scale
+        and not layer.renorm and not layer.synchronized
+        and layer.epsilon >= MIN_FUSED_EPSILON
+    )
+
+
+@contextlib.contextmanager
+def fused_batch_norm(model, enabled: bool = True):
+    """Train `model`'s batch normalization with the fused kernel inside the block."""
+    if not enabled or keras.backend.backend() != "tensorflow":
+        yield []
+        return
+    layers = [layer for layer in batch_norm_layers(model) if can_fuse(layer)]
+    for layer in layers:
+        layer.call = _fused_training_call(layer)
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            del layer.call
+
+
+def _fused_training_call(layer):
+    import tensorflow as tf
+
+    keras_call = type(layer).call.__get__(layer)
+
+    def call(inputs, training=None, mask=None):
+        channels_last = len(inputs.shape) == 4 and layer.axis % 4 == 3
+        if not (training and layer.trainable) or mask is not None or not channels_last:
+            return keras_call(inputs, training=training, mask=mask)
+        # As Keras: statistics in float32 whatever the compute dtype.
+        x = tf.cast(inputs, "float32")
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(layer.gamma, "float32"), tf.cast(layer.beta, "float32"),
+            epsilon=layer.epsilon, data_format="NHWC", is_training=True,
+        )
+        # The kernel returns the unbiased variance (n / (n - 1)); Keras'
+        # moving average uses the biased one, which normalised the batch.
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
+        variance = variance * ((count - 1.0) / count)
+        momentum = layer.momentum
+        layer.moving_mean.assign(tf.cast(layer.moving_mean, "float32") * momentum + mean * (1.0 - momentum))
+        layer.moving_variance.assign(
+            tf.cast(layer.moving_variance, "float32") * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, layer.compute_dtype)
+
+    return call

@@ -1,0 +1,102 @@
+"""The training input: shuffled batches of the uint8 images, streamed forever.
+
+Hand-written rather than passing the arrays to `model.fit`, for two reasons:
+
+- With a fixed `steps_per_epoch`, Keras' array adapter keeps one pass over
+  the data going across epochs and ends an epoch early ("Your input ran out
+  of data") when that pass runs out: with the Paper Table 1 settings on
+  45,000 images every third epoch has 307 steps instead of 550. A stream
+  that never ends gives every epoch exactly `steps_per_epoch` steps, each
+  pass over the data in a new random order.
+- The images stay uint8 until the model's own Rescaling layer: a quarter of
+  the memory traffic of float32 batches, and no float copy of the dataset.
+
+On TensorFlow the stream is a `tf.data` pipeline (the gather of a batch and
+the next shuffle run in tf.data's threads, ahead of the training step); on
+JAX and PyTorch it is a `keras.utils.PyDataset` read in order in the
+training thread (indexing 32 images from a numpy array takes microseconds).
+Imported when a run starts (it imports keras), like engine/callbacks.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+PREFETCH_BATCHES = 2  # enough to hide the gather of the next batch; more only holds memory
+
+
+def batches_per_pass(count: int, batch_size: int) -> int:
+    """Batches in one pass over `count` images, the last one partial."""
+    return math.ceil(count / batch_size)
+
+
+def training_stream(x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int):
+    """What `model.fit` takes as `x` (with `steps_per_epoch` set, no `y`).
+
+    Each pass over the data is in a new seeded random order and ends with a
+    partial batch when the count is not a multiple of the batch size, as
+    Keras' own shuffling of arrays does, so the math is the same.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tf_stream(x, y, batch_size, seed)
+    return ShuffledBatches(x, y, batch_size, steps_per_epoch, seed)
+
+
+def _tf_stream(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    import tensorflow as tf
+
+    count = len(y)
+    images = tf.convert_to_tensor(x)
+    labels = tf.convert_to_tensor(y)
+
+    # Each pass's order is a stateless function of (seed, pass number): the
+    # same batches however many iterators Keras or tf.distribute open on the
+    # dataset (a stateful shuffle gives the second iterator another order).
+    # The indices are shuffled, not the images, so no image is copied twice.
+    def one_pass(number):
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, number])
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    batches = tf.data.Dataset.counter().flat_map(one_pass)
+    stream = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    # As Keras' own array adapter: the default static rewrites cost a
+    # serialization of the pipeline's graph at each start and buy nothing here.
+    options.experimental_optimization.apply_default_optimizations = False
+    return stream.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """The same stream for JAX and PyTorch, as a Keras PyDataset.
+
+    An "epoch" of the PyDataset is `steps_per_epoch` batches taken from a
+    stream of passes; batches are served in order (one worker, the Keras
+    default), so the position in the stream is a plain counter.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int):
+        super().__init__()
+        self.x = x
+        self.y = y
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.rng = np.random.default_rng(seed)
+        self.per_pass = batches_per_pass(len(y), batch_size)
+        self.order = self.rng.permutation(len(y))
+        self.position = 0  # batches served from the current pass
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __getitem__(self, index: int):
+        if self.position == self.per_pass:
+            self.order = self.rng.permutation(len(self.y))
+            self.position = 0
+        start = self.position * self.batch_size
+        chosen = self.order[start:start + self.batch_size]
+        self.position += 1
+        return self.x[chosen], self.y[chosen]

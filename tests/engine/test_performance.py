@@ -1,0 +1,223 @@
+"""The Trainer's speed levers keep the math: input stream, fused batch norm,
+steps per call, mixed precision and several devices. Never timed here
+(benchmarks/ measures speed)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from engine.config import preset
+from engine.events import Listener
+from engine.fastpaths import batch_norm_layers, fused_batch_norm
+from engine.pipeline import ShuffledBatches, batches_per_pass, training_stream
+from engine.runs import RunStore
+from engine.training import SpeedSettings, Trainer, steps_per_call
+from toydata import toy_dataset
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+
+
+def toy_config(epochs=1, **training):
+    config = preset("Paper Table 1")
+    config.name = "toy"
+    t = config.training
+    t.epochs, t.steps_per_epoch, t.validation_steps = epochs, 0, 0
+    t.optimizer, t.learning_rate, t.batch_size = "adam", 2e-3, 16
+    for key, value in training.items():
+        setattr(t, key, value)
+    return config
+
+
+def test_steps_per_call_divides_the_epoch():
+    assert steps_per_call(550, 50) == 50
+    assert steps_per_call(1407, 50) == 21  # 1407 = 3 * 7 * 67
+    assert steps_per_call(10, 64) == 10
+    assert steps_per_call(7, 1) == 1
+
+
+def stream_labels(stream, batches):
+    if isinstance(stream, ShuffledBatches):
+        return [stream[i][1] for i in range(batches)]
+    return [labels.numpy() for _, labels in stream.take(batches)]
+
+
+@pytest.mark.parametrize("kind", ["backend", "pydataset"])
+def test_each_pass_of_the_stream_is_a_new_order_of_every_image_once(kind):
+    count, batch = 50, 8
+    x = np.arange(count, dtype=np.uint8).reshape(count, 1, 1, 1)
+    y = np.arange(count)
+    make = training_stream if kind == "backend" else ShuffledBatches
+    per_pass = batches_per_pass(count, batch)
+    labels = stream_labels(make(x, y, batch, 5, 7), 2 * per_pass)
+
+    assert [len(b) for b in labels[:per_pass]] == [8] * 6 + [2]  # a partial batch ends each pass, as Keras'
+    first = np.concatenate(labels[:per_pass])
+    second = np.concatenate(labels[per_pass:])
+    assert sorted(first) == sorted(second) == list(range(count))
+    assert not np.array_equal(first, second)
+    again = np.concatenate(stream_labels(make(x, y, batch, 5, 7), per_pass))
+    np.testing.assert_array_equal(again, first)  # seeded: the same order on a new stream
+
+
+def test_every_epoch_has_exactly_steps_per_epoch(tmp_path):
+    """Seven steps of 16 from 160 images: arrays given to fit would end the
+    second epoch after three steps ("Your input ran out of data")."""
+    trainer = Trainer(toy_config(epochs=3, steps_per_epoch=7), store=RunStore(tmp_path), dataset=toy_dataset())
+    result = trainer.run()
+    assert result.status == "finished", result.reason
+    assert int(trainer.model.optimizer.iterations.numpy()) == 21
+
+
+def simcnn():
+    from engine import models
+    from engine.config import ModelConfig
+
+    return models.build_model(ModelConfig(architecture="simcnn"), (32, 32, 3), 4)
+
+
+def conv_bn(dtype="float32"):
+    """Conv - BN - dense: no ReLU or max pooling, whose ties would let two
+    correct implementations route a gradient to different elements."""
+    keras.config.set_dtype_policy(dtype)
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3)(inputs)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+        return keras.Model(inputs, outputs)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="the fused kernel is TensorFlow's")
+def test_fused_batch_norm_matches_a_float64_reference():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(16, 8, 8, 3))
+    y = rng.integers(0, 3, size=16)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+
+    def step(model, images):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(images, training=True))
+        return value, tape.gradient(value, model.trainable_variables), model.non_trainable_weights
+
+    keras.utils.set_random_seed(3)
+    model = conv_bn()
+    reference = conv_bn("float64")
+    reference.set_weights([w.astype(np.float64) for w in model.get_weights()])
+    with fused_batch_norm(model) as fused:
+        assert len(fused) == 1
+        value, grads, moving = step(model, x.astype(np.float32))
+    value64, grads64, moving64 = step(reference, x)
+
+    assert float(value) == pytest.approx(float(value64), rel=1e-5)
+    assert len(grads) == 6
+    for g, g64 in zip(grads, grads64):
+        g, g64 = g.numpy(), g64.numpy()
+        assert np.linalg.norm(g - g64) <= 1e-4 * np.linalg.norm(g64) + 1e-7
+    for m, m64 in zip(moving, moving64):
+        np.testing.assert_allclose(m.numpy(), m64.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="the fused kernel is TensorFlow's")
+def test_fused_batch_norm_leaves_the_saved_model_as_it_was(tmp_path):
+    model = simcnn()
+    config = model.get_config()
+    with fused_batch_norm(model) as fused:
+        assert len(fused) == 3
+        model.save(tmp_path / "during.h5")
+    assert all("call" not in vars(layer) for layer in batch_norm_layers(model))
+    assert model.get_config() == config
+    plain = keras.models.load_model(tmp_path / "during.h5")
+    assert [type(layer).__name__ for layer in plain.layers] == [type(layer).__name__ for layer in model.layers]
+
+
+def test_speed_levers_off_still_train(tmp_path):
+    speed = SpeedSettings(stream_input=False, fused_batch_norm=False)
+    result = Trainer(toy_config(), store=RunStore(tmp_path), dataset=toy_dataset(), speed=speed).run()
+    assert result.status == "finished", result.reason
+
+
+def test_mixed_precision_trains_with_a_float32_softmax_and_saves_a_plain_model(tmp_path):
+    store = RunStore(tmp_path)
+    data = toy_dataset()
+    trainer = Trainer(toy_config(precision="mixed_float16"), store=store, dataset=data)
+    result = trainer.run()
+    assert result.status == "finished", result.reason
+    model = trainer.model
+    assert model.get_layer("conv1").compute_dtype == "float16"
+    assert model.get_layer("conv1").variable_dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    plain = keras.models.load_model(store.model_path(result.run_id))
+    probabilities = plain.predict(data.x_test[:8], verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+
+
+DISTRIBUTED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path[:0] = [{root!r}, {here!r}]
+    from engine.events import Listener
+    from engine.runs import RunStore
+    from test_performance import toy_config
+    from toydata import toy_dataset
+    from engine.training import Trainer
+
+    class Logs(Listener):
+        def __init__(self):
+            self.lines = []
+        def on_log(self, text):
+            self.lines.append(text)
+
+    out = {{}}
+    for architecture, distribution in [("cnn", "none"), ("cnn", "mirrored"), ("simcnn", "mirrored")]:
+        config = toy_config(epochs=1, optimizer="sgd", learning_rate=0.05, distribution=distribution)
+        config.model.architecture = architecture
+        listener = Logs()
+        trainer = Trainer(config, listener, RunStore({store!r}), dataset=toy_dataset(train=96, val=16, test=16))
+        result = trainer.run()
+        name = architecture + "-" + distribution
+        out[name] = {{"status": result.status, "reason": result.reason, "log": listener.lines,
+                     "loss": result.test_metrics.get("loss")}}
+        np.savez({store!r} + "/" + name + ".npz", *trainer.model.get_weights())
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="two logical CPU devices are set up through TensorFlow")
+def test_mirrored_on_two_cpu_devices_agrees_with_one_device(tmp_path):
+    """The second seed's CNN has no batch norm, so two devices (8 images
+    each) compute the same step as one (16 images); a second mirrored run in
+    the same process works too (SimCNN, batch norm per device)."""
+    script = DISTRIBUTED.format(root=str(ROOT), here=str(HERE), store=str(tmp_path))
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT")]
+    assert process.returncode == 0 and lines, process.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    for name, run in out.items():
+        assert run["status"] == "finished", (name, run["reason"])
+    assert out["cnn-mirrored"]["log"] == ["Training on 2 devices (/device:CPU:0, /device:CPU:1) with MirroredStrategy"]
+    assert out["cnn-none"]["log"] == []
+    one, two = np.load(tmp_path / "cnn-none.npz"), np.load(tmp_path / "cnn-mirrored.npz")
+    assert len(one.files) == 10
+    for name in one.files:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6)
+    assert out["cnn-mirrored"]["loss"] == pytest.approx(out["cnn-none"]["loss"], rel=1e-4)
