@@ -102,14 +102,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--switch-interval", type=float, default=None,
-                        help="sys.setswitchinterval in seconds (default: Python's 0.005)")
+                        help="override the app's sys.setswitchinterval (seconds; the app sets 0.001)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gui_stall_"))
     os.environ["CIFAR_STUDIO_HOME"] = str(work / "store")
     os.environ.setdefault("CIFAR_STUDIO_CACHE_DIR", str(Path(tempfile.gettempdir()) / "cifar_studio_bench_cache"))
-    if args.switch_interval:
-        sys.setswitchinterval(args.switch_interval)
     data = Path(args.data) if args.data else generated_folder(work / "images", args.train_subset // 10 + 50)
 
     from gui.app import create_application
@@ -117,6 +115,8 @@ def main() -> int:
     from gui.settings import Settings
 
     app = create_application([])
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     window = MainWindow(Settings(work / "settings.ini"))
     window.resize(1400, 900)
     window.show()

@@ -28,6 +28,12 @@ from gui.settings import APPLICATION, ORGANIZATION, Settings
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 STARTUP_PROBE = "CIFAR_STUDIO_STARTUP_PROBE"
+# Python hands the GIL to a waiting thread after this long. Painting a plot
+# releases and retakes the GIL hundreds of times (each Qt call), and while
+# the training thread runs Python (Keras' loop, tracing, callbacks) each retake
+# waits up to this interval: at Python's default 5 ms one plot update took
+# ~200 ms, at 1 ms ~40 ms (benchmarks/gui_stall.py measures the whole effect).
+SWITCH_INTERVAL = 0.001
 
 
 def configure_plots() -> None:
@@ -41,7 +47,9 @@ def style_sheet() -> str:
 
 
 def create_application(argv: list[str]) -> QApplication:
-    """The QApplication with the app's names, icon, plot options and style."""
+    """The QApplication with the app's names, icon, plot options and style,
+    and the GIL switch interval that keeps the window responsive in training."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
     app = QApplication.instance() or QApplication(argv)
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
-from gui.app import configure_plots, style_sheet  # noqa: E402
+from gui.app import create_application  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 
@@ -31,9 +31,8 @@ RUN_TIMEOUT_MS = 180_000
 
 @pytest.fixture(scope="session", autouse=True)
 def application(qapp):
-    configure_plots()
-    qapp.setStyleSheet(style_sheet())
-    return qapp
+    """pytest-qt's QApplication, set up as the app sets up its own."""
+    return create_application([])
 
 
 @pytest.fixture(autouse=True)

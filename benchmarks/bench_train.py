@@ -1,0 +1,298 @@
+"""Training speed: the engine's Trainer against a plain Keras script.
+
+Usage:
+    python benchmarks/bench_train.py [--data FOLDER] [--pairs 3] [--epochs 2]
+    python benchmarks/bench_train.py --full-epoch      # 1,407 steps: all 45,000 images
+    python benchmarks/bench_train.py --levers          # each speed lever on its own
+
+SimCNN with the Paper Table 1 settings (batch 32, SGD lr 0.01, 550 steps per
+epoch, 1 validation step) on the 50,000 real CIFAR-10 JPEGs, 45,000 for
+training and 5,000 held out. "plain" is what a notebook does: the same
+architecture fed float32 x / 255 numpy arrays through `model.fit(...,
+shuffle=True)`. "engine" is engine.training.Trainer with the preset, its
+callbacks (progress, CSV history, best-model checkpoint, run store) and its
+own input stream, as the GUI and the CLI run it.
+
+The two are alternated (plain, engine, plain, engine, ...), each trial in a
+fresh process. Epoch time is the time from the start of fit (or the end of
+the previous epoch) to the end of the epoch, validation and the engine's
+checkpointing included; the first epoch also traces the graph, so the ratio
+is taken on the later ("steady") epochs. CPU seconds (all threads) are shown
+too: on a busy machine they vary less than wall time. Accuracy is measured
+on the whole held-out split after training, for both, to show the same math.
+
+--levers runs the engine with one lever changed at a time, round robin with
+the full engine, and the plain script with one thing changed (input dtype,
+shuffling, a per-batch callback), round robin with plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import find_images, load_images, machine, median, report, run_in_subprocess, spread, table  # noqa: E402
+
+BATCH = 32
+LEARNING_RATE = 0.01
+TABLE1_STEPS = 550
+
+ENGINE_LEVERS = {
+    "engine": {},
+    "engine, arrays to fit (no input stream)": {"stream": False},
+    "engine, Keras batch norm (no fused kernel)": {"fused": False},
+    "engine, neither stream nor fused batch norm": {"stream": False, "fused": False},
+    "engine, steps_per_execution 10": {"spe": 10},
+    "engine, steps_per_execution 50": {"spe": 50},
+    "engine, XLA (jit_compile=True)": {"jit": True},
+    "engine, 1 inter-op thread": {"inter_op": 1},
+    "engine, 1 intra-op thread": {"intra_op": 1},
+    "engine, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+}
+PLAIN_LEVERS = {
+    "plain": {},
+    "plain, uint8 input (Rescaling in the model)": {"input": "uint8"},
+    "plain, no shuffling": {"shuffle": False},
+    "plain, a per-batch callback (not async-safe)": {"batch_callback": True},
+    "plain, fused batch norm (engine/fastpaths.py)": {"fused": True},
+}
+
+
+# -- one trial (in its own process) ----------------------------------------
+
+
+class EpochClock:
+    """Wall and CPU seconds at the end of each epoch, from the start of fit."""
+
+    def __init__(self):
+        self.start_wall = self.start_cpu = 0.0
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def start(self):
+        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
+
+    def tick(self):
+        self.wall.append(time.perf_counter() - self.start_wall)
+        self.cpu.append(time.process_time() - self.start_cpu)
+
+    def epochs(self) -> tuple[list[float], list[float]]:
+        def gaps(marks):
+            return [b - a for a, b in zip([0.0] + marks[:-1], marks)]
+
+        return gaps(self.wall), gaps(self.cpu)
+
+
+def set_threads(spec: dict) -> None:
+    """Before TensorFlow starts its runtime: thread pools are fixed then."""
+    if "inter_op" in spec or "intra_op" in spec:
+        import tensorflow as tf
+
+        if "inter_op" in spec:
+            tf.config.threading.set_inter_op_parallelism_threads(spec["inter_op"])
+        if "intra_op" in spec:
+            tf.config.threading.set_intra_op_parallelism_threads(spec["intra_op"])
+
+
+def plain_simcnn(keras, rescale: bool):
+    """SimCNN as the seeds wrote it (the input scaled outside the model)."""
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1.0 / 255)(inputs) if rescale else inputs
+    for index, filters in enumerate((32, 64, 64)):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        if index < 2:
+            x = layers.MaxPooling2D()(x)
+    x = layers.Dense(64, activation="relu")(layers.Flatten()(x))
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+
+
+def plain_trial(spec: dict, data) -> dict:
+    import contextlib
+
+    import keras
+
+    from engine.fastpaths import fused_batch_norm
+
+    keras.utils.set_random_seed(spec["seed"])
+    uint8 = spec.get("input") == "uint8"
+    x, x_val = (data.x_train, data.x_val) if uint8 else (data.x_train.astype("float32") / 255,
+                                                          data.x_val.astype("float32") / 255)
+    model = plain_simcnn(keras, rescale=uint8)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = EpochClock()
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            clock.tick()
+
+    class PerBatch(keras.callbacks.Callback):
+        """What a hand-written progress callback usually is: reads the logs
+        every batch, which makes Keras wait for each step."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.last = float(logs["loss"])
+
+    callbacks = [Clock()] + ([PerBatch()] if spec.get("batch_callback") else [])
+    fused = fused_batch_norm(model) if spec.get("fused") else contextlib.nullcontext()
+    history = None
+    with fused:
+        clock.start()
+        history = model.fit(x, data.y_train, batch_size=BATCH, epochs=spec["epochs"],
+                            steps_per_epoch=spec["steps"] or None, validation_data=(x_val, data.y_val),
+                            validation_steps=1, shuffle=spec.get("shuffle", True), callbacks=callbacks, verbose=0)
+    wall, cpu = clock.epochs()
+    held_out = model.evaluate(x_val, data.y_val, batch_size=256, verbose=0, return_dict=True)
+    return {"wall": wall, "cpu": cpu, "train_accuracy": history.history["accuracy"][-1],
+            "val_accuracy": held_out["accuracy"], "params": model.count_params()}
+
+
+def engine_trial(spec: dict, data, folder: str) -> dict:
+    from engine.config import DatasetConfig, preset
+    from engine.events import Listener
+    from engine.runs import RunStore
+    from engine.training import SpeedSettings, Trainer
+
+    config = preset("Paper Table 1")
+    config.name = "bench"
+    config.dataset = DatasetConfig(source="folder", path=folder, validation_split=0.1)
+    t = config.training
+    t.epochs, t.steps_per_epoch, t.seed = spec["epochs"], spec["steps"], spec["seed"]
+    t.steps_per_execution = spec.get("spe", 1)
+    speed = SpeedSettings(stream_input=spec.get("stream", True), fused_batch_norm=spec.get("fused", True),
+                          jit_compile=spec.get("jit", "auto"))
+    clock = EpochClock()
+
+    class Timing(Listener):
+        last_logs: dict = {}
+
+        def on_stage(self, event):
+            if event.stage == "train":
+                clock.start()
+
+        def on_epoch_ended(self, event):
+            clock.tick()
+            Timing.last_logs = event.logs
+
+        def on_log(self, text):
+            print(text, file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as folder_for_runs:
+        trainer = Trainer(config, Timing(), RunStore(folder_for_runs), dataset=data, speed=speed)
+        result = trainer.run()
+        if result.status != "finished":
+            raise SystemExit(f"engine run {result.status}: {result.reason}")
+        params = trainer.model.count_params()
+    wall, cpu = clock.epochs()
+    return {"wall": wall, "cpu": cpu, "train_accuracy": Timing.last_logs.get("accuracy"),
+            "val_accuracy": result.test_metrics["accuracy"], "params": params}
+
+
+def trial(spec: dict) -> None:
+    set_threads(spec)
+    data = load_images(spec["data"])
+    result = plain_trial(spec, data) if spec["side"] == "plain" else engine_trial(spec, data, spec["data"])
+    report(result)
+
+
+# -- the orchestration (the parent process) --------------------------------
+
+
+def measure(name: str, spec: dict, base: dict) -> dict:
+    full = {**base, **{k: v for k, v in spec.items() if k != "env"}}
+    full["side"] = "plain" if name.startswith("plain") else "engine"
+    result = run_in_subprocess(__file__, full, env=spec.get("env"))
+    steady = result["wall"][1:] or result["wall"]
+    steady_cpu = result["cpu"][1:] or result["cpu"]
+    result.update(name=name, steady=median(steady), steady_cpu=median(steady_cpu))
+    print(f"  {name}: first epoch {result['wall'][0]:.2f} s, steady epoch {result['steady']:.2f} s "
+          f"({result['steady_cpu']:.2f} CPU s), held-out accuracy {result['val_accuracy']:.4f}", flush=True)
+    return result
+
+
+def summary(results: list[dict], names: list[str], reference: str) -> str:
+    rows = []
+    ref = [r for r in results if r["name"] == reference]
+    ref_wall, ref_cpu = median(r["steady"] for r in ref), median(r["steady_cpu"] for r in ref)
+    for name in names:
+        mine = [r for r in results if r["name"] == name]
+        wall = [r["steady"] for r in mine]
+        rows.append([
+            name, len(mine), median(r["wall"][0] for r in mine), median(wall), median(r["steady_cpu"] for r in mine),
+            median(wall) / ref_wall, median(r["steady_cpu"] for r in mine) / ref_cpu,
+            median(r["train_accuracy"] for r in mine), median(r["val_accuracy"] for r in mine),
+        ])
+    return table(rows, ["run", "trials", "epoch 1 s", "steady epoch s", "CPU s", f"wall / {reference}",
+                        f"CPU / {reference}", "train acc", "held-out acc"])
+
+
+def compare(args, base: dict) -> None:
+    results = []
+    for pair in range(args.pairs):
+        seeded = {**base, "seed": pair}
+        print(f"pair {pair + 1} of {args.pairs}", flush=True)
+        for name in ("plain", "engine"):
+            results.append(measure(name, {}, seeded))
+    steps = base["steps"] or "all (1,407)"
+    print(f"\nSimCNN, batch {BATCH}, SGD lr {LEARNING_RATE}, {steps} steps per epoch, {base['epochs']} epochs, "
+          f"{machine()}")
+    print(summary(results, ["plain", "engine"], "plain"))
+    ratios = [e["steady"] / p["steady"] for p, e in zip(results[::2], results[1::2])]
+    print("engine / plain per pair (steady epoch, wall): " + ", ".join(f"{r:.3f}" for r in ratios) + spread(ratios))
+    params = {r["params"] for r in results}
+    print(f"parameters: {', '.join(str(p) for p in sorted(params))} (the same model on both sides)")
+
+
+def levers(args, base: dict) -> None:
+    groups = [list(ENGINE_LEVERS), list(PLAIN_LEVERS)]
+    chosen = [g for g in groups if not args.only or any(args.only in name for name in g)]
+    results = []
+    for round_number in range(args.pairs):
+        print(f"round {round_number + 1} of {args.pairs}", flush=True)
+        for group in chosen:
+            for name in group:
+                if args.only and name != group[0] and args.only not in name:
+                    continue
+                spec = ENGINE_LEVERS.get(name, PLAIN_LEVERS.get(name))
+                results.append(measure(name, spec, {**base, "seed": round_number}))
+    print(f"\nLevers, SimCNN Paper Table 1 ({base['steps'] or 'all'} steps per epoch), {machine()}")
+    for group in chosen:
+        names = [n for n in group if any(r["name"] == n for r in results)]
+        print(summary(results, names, group[0]) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
+    parser.add_argument("--pairs", type=int, default=3, help="plain/engine pairs (rounds with --levers)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (the first traces the graph)")
+    parser.add_argument("--full-epoch", action="store_true", help="every image once per epoch (1,407 steps)")
+    parser.add_argument("--steps", type=int, default=TABLE1_STEPS, help="steps per epoch (Paper Table 1: 550)")
+    parser.add_argument("--levers", action="store_true", help="measure each lever on its own")
+    parser.add_argument("--only", help="with --levers: only the levers whose name contains this")
+    parser.add_argument("--trial", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        trial(json.loads(args.trial))
+        return
+    folder = find_images(args.data)
+    print("reading (and caching) the images once ...", flush=True)
+    data = load_images(folder)
+    print(f"{len(data.y_train)} training and {len(data.y_val)} held-out images", flush=True)
+    base = {"data": folder, "epochs": args.epochs, "steps": 0 if args.full_epoch else args.steps}
+    if args.epochs > 2 and not args.full_epoch:
+        print("note: plain Keras ends every third epoch of 550 steps early (its input runs out at 1,407 batches)")
+    (levers if args.levers else compare)(args, base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""What the training, memory and inference benchmarks share: finding the
+real CIFAR-10 images, running one measurement in a fresh process, and
+printing tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpg-train.tar.gz")
+CANDIDATES = ("/tmp/cifar10-jpg/train", os.path.expanduser("~/cifar10-jpg/train"))
+UNPACK_HINT = "tar xzf ../shared/data/cifar10-jpg-train.tar.gz -C /tmp"
+RESULT_MARK = "RESULT "
+
+
+def find_images(explicit: str | None) -> str:
+    """The folder of the 50,000 training JPEGs (one subfolder per class).
+
+    Looks at --data, then $CIFAR_STUDIO_BENCH_DATA, then /tmp/cifar10-jpg/train
+    and ~/cifar10-jpg/train; says where it looked and how to unpack the
+    archive when none is there.
+    """
+    looked = [p for p in (explicit, os.environ.get("CIFAR_STUDIO_BENCH_DATA")) if p] + list(CANDIDATES)
+    for path in looked:
+        if os.path.isdir(path):
+            print(f"images: {path}")
+            return path
+    hint = f"unpack it first:  {UNPACK_HINT}" if os.path.exists(ARCHIVE) else f"the archive is not at {ARCHIVE} either"
+    sys.exit(f"no image folder found; looked in: {', '.join(looked)}\n{hint}")
+
+
+def load_images(folder: str, validation_split: float = 0.1, seed: int = 0):
+    """The engine's own reader (cached after the first read), as the app loads it."""
+    from engine.config import DatasetConfig
+    from engine.data import load_dataset
+
+    return load_dataset(DatasetConfig(source="folder", path=folder, validation_split=validation_split, seed=seed))
+
+
+def run_in_subprocess(script: str, spec: dict, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run `script --trial SPEC` in a fresh Python and return its RESULT line.
+
+    Each measurement gets its own process: TensorFlow's thread pools,
+    graphs and memory start from nothing, and peak memory is the trial's own.
+    """
+    command = [sys.executable, script, "--trial", json.dumps(spec)]
+    started = time.monotonic()
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if process.returncode != 0 or not lines:
+        sys.stderr.write(process.stdout[-3000:] + process.stderr[-5000:])
+        raise SystemExit(f"trial {spec} failed (exit {process.returncode})")
+    result = json.loads(lines[-1][len(RESULT_MARK):])
+    result["process_seconds"] = time.monotonic() - started
+    return result
+
+
+def report(result: dict) -> None:
+    """Hand a trial's result back to the parent process."""
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+def median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values) -> str:
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return ""
+    return f" (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[c if isinstance(c, str) else f"{c:.3f}" if isinstance(c, float) else str(c) for c in row]
+                        for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=True)
+        load = ", load average %.1f" % os.getloadavg()[0]
+    except (ImportError, OSError, AttributeError):
+        cores, load = os.cpu_count(), ""
+    return f"{cores} CPU cores{load}"
