@@ -25,6 +25,12 @@ from gui.train_tab import TrainTab
 from gui.worker import Worker
 
 APP_NAME = "CIFAR Studio"
+KNOWN_SHAPES = {  # image shape and classes of the sources that always give the same
+    "cifar10": ((32, 32, 3), 10),
+    "cifar10_archive": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "fashion_mnist": ((28, 28, 1), 10),
+}
 LATER = {
     "Results": "The Results view of a run (test metrics, per-class scores, the confusion matrix "
                "and the test images with their predictions) comes in a later issue.",
@@ -143,7 +149,8 @@ class MainWindow(QMainWindow):
         return self.train_tab.reason.text() if not self.worker.is_training else ""
 
     def _on_settings_changed(self) -> None:
-        _, problems = self.run_config()
+        config, problems = self.run_config()
+        self._count_params_for(config)
         for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
             panel.show_problems(problems)
         reason = ""
@@ -169,8 +176,19 @@ class MainWindow(QMainWindow):
             )
 
     def _on_dataset_loaded(self, dataset) -> None:
-        self.model_panel.set_data_shape(dataset.image_shape, dataset.num_classes)
         self._on_settings_changed()
+
+    def _count_params_for(self, config: RunConfig) -> None:
+        """Count the model's parameters for the data it will see: the loaded
+        dataset's shape and classes, else what the source is known to give."""
+        dataset = self.dataset_panel.dataset_for(config.dataset)
+        if dataset is not None:
+            shape, classes = dataset.image_shape, dataset.num_classes
+        else:
+            side = config.dataset.image_size or 32
+            shape, classes = KNOWN_SHAPES.get(config.dataset.source, ((side, side, 3), 10))
+        if (tuple(shape), classes) != (self.model_panel.input_shape, self.model_panel.num_classes):
+            self.model_panel.set_data_shape(shape, classes)
 
     def _restore(self) -> None:
         config = self.settings.run_config()

@@ -174,3 +174,12 @@ def test_menus_have_shortcuts_and_open_model_shows_classify(window):
     window.open_model_action.trigger()
     assert window.tabs.tabText(window.tabs.currentIndex()) == "Classify"
     assert "later issue" in window.tabs.currentWidget().text()
+
+
+def test_parameter_counts_follow_the_datasets_classes(window, qtbot):
+    window.model_panel.architecture.set_value("simcnn")
+    window.dataset_panel.source.set_value("cifar100")
+    # SimCNN's last layer: 64 inputs x 100 classes + 100 biases instead of 650.
+    total = 123_210 - 650 + 6_500
+    qtbot.waitUntil(lambda: window.model_panel.params_label.text().startswith(f"{total:,} total"),
+                    timeout=LOAD_TIMEOUT_MS)
