@@ -24,9 +24,8 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from gui.app import create_application  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings  # noqa: E402
+from gui_helpers import CLASS_NAMES, RUN_TIMEOUT_MS, quadrant_image  # noqa: E402
 
-CLASS_NAMES = ["top_left", "top_right", "bottom_left", "bottom_right"]
-RUN_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,15 +82,6 @@ def window(make_window) -> MainWindow:
     return make_window()
 
 
-def quadrant_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """Noise with a bright square in the quadrant of the class: learnable fast."""
-    image = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
-    half = size // 2
-    row, column = divmod(label, 2)
-    image[row * half:(row + 1) * half, column * half:(column + 1) * half] += 150
-    return image
-
-
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """train/ (24 per class) and test/ (6 per class) folders of 32x32 PNGs."""
@@ -104,25 +94,3 @@ def image_folder(tmp_path_factory) -> Path:
             for index in range(count):
                 Image.fromarray(quadrant_image(label, rng)).save(folder / f"{index:03d}.png")
     return root
-
-
-def use_tiny_run(window: MainWindow, folder: Path, epochs: int = 1, batch_size: int = 8) -> None:
-    """Set the panels to SimCNN on the tiny folder dataset, with quick settings."""
-    data = window.dataset_panel
-    data.source.set_value("folder")
-    data.path.setText(str(folder))
-    data.validation_split.setText("0.25")
-    data.train_subset.setText("all")
-    data.test_subset.setText("all")
-    window.model_panel.architecture.set_value("simcnn")
-    hyper = window.hyperparameter_panel
-    hyper.optimizer.set_value("adam")
-    hyper.learning_rate.setText("0.003")
-    hyper.schedule.set_value("constant")
-    hyper.warmup_epochs.setText("0")
-    hyper.batch_size.setText(str(batch_size))
-    hyper.epochs.setText(str(epochs))
-    hyper.steps_per_epoch.setText("auto")
-    hyper.validation_steps.setText("all")
-    hyper.augmentation.set_value("none")
-    hyper.early_stopping.setText("off")

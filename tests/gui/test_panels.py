@@ -8,7 +8,7 @@ from PySide6.QtCore import QByteArray, QSettings
 from engine.config import preset
 from gui.hyperparameter_panel import CUSTOM
 from gui.settings import Settings
-from tests.gui.conftest import CLASS_NAMES, use_tiny_run
+from gui_helpers import CLASS_NAMES, use_tiny_run
 
 LOAD_TIMEOUT_MS = 60_000
 

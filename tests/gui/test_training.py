@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from engine.runs import RunStore
-from tests.gui.conftest import RUN_TIMEOUT_MS, use_tiny_run
+from gui_helpers import RUN_TIMEOUT_MS, use_tiny_run
 
 
 def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_folder, qtbot):
