@@ -127,7 +127,6 @@ class DatasetPanel(QWidget):
         self.shuffle_button = QPushButton("Shuffle")
         self.shuffle_button.setToolTip("Show other training images.")
         self.shuffle_button.clicked.connect(self.show_samples)
-        self.shuffle_button.setEnabled(False)
 
         path_row = QHBoxLayout()
         path_row.addWidget(self.path, 1)
@@ -156,14 +155,19 @@ class DatasetPanel(QWidget):
         sample_header.addStretch(1)
         sample_header.addWidget(self.shuffle_button)
 
+        self.data_view = QWidget()
+        data_layout = QVBoxLayout(self.data_view)
+        data_layout.setContentsMargins(0, 0, 0, 0)
+        data_layout.addWidget(self.sizes)
+        data_layout.addWidget(self.class_chart)
+        data_layout.addLayout(sample_header)
+        data_layout.addLayout(samples)
+        self.data_view.hide()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(load_row)
         layout.addWidget(self.status)
-        layout.addWidget(self.sizes)
-        layout.addWidget(self.class_chart)
-        layout.addLayout(sample_header)
-        layout.addLayout(samples)
+        layout.addWidget(self.data_view)
         layout.addStretch(1)
 
         for field in self.fields:
@@ -252,7 +256,7 @@ class DatasetPanel(QWidget):
         )
         self._show_class_counts(dataset)
         self.show_samples()
-        self.shuffle_button.setEnabled(True)
+        self.data_view.show()
         self.loaded.emit(dataset)
 
     def _on_dataset_failed(self, message: str) -> None:

@@ -84,8 +84,10 @@ def test_an_invalid_field_disables_train_and_says_why(window, image_folder):
 def test_loading_shows_the_data_and_checks_steps_against_it(window, image_folder, qtbot):
     use_tiny_run(window, image_folder)
     panel = window.dataset_panel
+    assert not panel.data_view.isVisible()
     with qtbot.waitSignal(panel.loaded, timeout=LOAD_TIMEOUT_MS):
         panel.load_button.click()
+    assert panel.data_view.isVisible()
     text = panel.sizes.text()
     assert all(part in text for part in ("72 train", "24 validation", "24 test", "4 classes of 32x32x3"))
     counts = {split: bars.opts["width"] for split, bars in panel.class_bars.items()}
