@@ -241,6 +241,7 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
         p["dataset.path"] = f"dataset.path is empty; the '{d.source}' source needs a file or folder"
     _range(p, "dataset.train_subset", d.train_subset, 0, 10**9, "0 (all) or a positive count")
     _range(p, "dataset.test_subset", d.test_subset, 0, 10**9, "0 (all) or a positive count")
+    _range(p, "dataset.seed", d.seed, 0, 2**31 - 1, "between 0 and 2147483647")
     _range(p, "dataset.validation_split", d.validation_split, 0.0, 0.5, "between 0 and 0.5")
     _range(p, "dataset.image_size", d.image_size, 0, 1024, "0 (as the files are) or 18 to 1024")
     if 0 < d.image_size < 18:
