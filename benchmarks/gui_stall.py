@@ -12,6 +12,11 @@ Prints the idle baseline, then for the whole run (loading, building, training,
 evaluating, saving) and for the training phase alone: the longest gap, the
 99th percentile and how many gaps exceeded 50 ms. The offscreen platform is
 used unless QT_QPA_PLATFORM says otherwise; the window still paints.
+
+A control process runs the same 5 ms timer alone (no window, no training)
+over the same time: its gaps are what the machine itself imposes (other
+processes, the hypervisor), to read the app's figures against on a shared
+or busy machine.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,7 +101,33 @@ def generated_folder(root: Path, per_class: int) -> Path:
     return root
 
 
+def control(stop_file: Path) -> int:
+    """The timer alone, until stop_file appears; prints [(wall time, gap)]."""
+    from PySide6.QtCore import QCoreApplication
+
+    app = QCoreApplication([])
+    ticks: list[tuple[float, float]] = []
+    last = [time.perf_counter()]
+
+    def on_tick() -> None:
+        now = time.perf_counter()
+        ticks.append((time.time(), now - last[0]))
+        last[0] = now
+        if len(ticks) % 20 == 0 and stop_file.exists():
+            app.quit()
+
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(on_tick)
+    timer.start()
+    app.exec()
+    print(json.dumps(ticks))
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--control":
+        return control(Path(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="an image folder (one subfolder per class); default: generated images")
     parser.add_argument("--train-subset", type=int, default=4000)
@@ -109,6 +141,9 @@ def main() -> int:
     os.environ["CIFAR_STUDIO_HOME"] = str(work / "store")
     os.environ.setdefault("CIFAR_STUDIO_CACHE_DIR", str(Path(tempfile.gettempdir()) / "cifar_studio_bench_cache"))
     data = Path(args.data) if args.data else generated_folder(work / "images", args.train_subset // 10 + 50)
+    stop_file = work / "stop"
+    control_process = subprocess.Popen([sys.executable, __file__, "--control", str(stop_file)],
+                                       stdout=subprocess.PIPE, text=True)
 
     from gui.app import create_application
     from gui.main_window import MainWindow
@@ -136,10 +171,12 @@ def main() -> int:
 
     recorder = GapRecorder()
     marks: dict[str, float] = {}
+    walls: dict[str, float] = {}
     result = {}
 
     def on_idle_done() -> None:
         marks["run_start"] = time.perf_counter()
+        walls["run_start"] = time.time()
         if not window.train():
             print("cannot train:", window.train_blocked_reason(), file=sys.stderr)
             app.quit()
@@ -148,6 +185,7 @@ def main() -> int:
 
     def on_progress(event) -> None:
         marks.setdefault("train_start", time.perf_counter())
+        walls.setdefault("train_start", time.time())
         events.append((time.perf_counter(), f"progress epoch {event.epoch} batch {event.batch}/{event.steps}"))
 
     def on_stage(event) -> None:
@@ -161,6 +199,7 @@ def main() -> int:
 
     def on_run_ended(event) -> None:
         marks["run_end"] = time.perf_counter()
+        walls["run_end"] = time.time()
         result.update(status=event.status, reason=event.reason, elapsed_s=round(event.elapsed, 1),
                       test_accuracy=event.test_metrics.get("accuracy"))
         QTimer.singleShot(200, app.quit)
@@ -183,6 +222,12 @@ def main() -> int:
         "training": summary(recorder.between(marks.get("train_start", 0), marks.get("run_end", 0))),
     }
     report["longest_gaps"] = longest_gaps(recorder, events, marks)
+    stop_file.touch()
+    control_ticks = json.loads(control_process.communicate(timeout=60)[0])
+    report["control_same_time_no_app"] = {
+        phase: summary(np.array([gap for at, gap in control_ticks if walls.get(start, 0) <= at <= walls.get("run_end", 0)]) * 1000)
+        for phase, start in (("whole_run", "run_start"), ("training", "train_start"))
+    }
     print(json.dumps(report, indent=2))
     window.close()
     return 0 if result.get("status") == "finished" else 1

@@ -33,8 +33,8 @@ class MetricPlot(pg.PlotWidget):
     jumps at each epoch's start. Two consecutive means give the exact mean
     of the batches between them; the trace is a moving average of those, so
     it runs on smoothly across epochs, as TensorBoard's smoothing does.
-    No grid: pyqtgraph redraws grid lines with the axes on every update,
-    which made each update half again as costly for the GUI thread.
+    No grid: pyqtgraph redraws grid lines with the axes, which made each
+    update half again as costly for the GUI thread.
     """
 
     def __init__(self, metric: str, title: str, legend_corner: tuple[int, int]):
@@ -62,7 +62,10 @@ class MetricPlot(pg.PlotWidget):
         self.addItem(self.best_line)
         self.reset()
 
-    def reset(self, validation_name: str = "validation") -> None:
+    def reset(self, validation_name: str = "validation", epochs: int = 0) -> None:
+        """Clear the curves. With the run's epochs, the x axis spans the whole
+        run from the start: it shows how far the run has come, and the axes
+        need no redraw as points arrive (an update then costs a third)."""
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
         self._last_report: tuple[int, int, float] | None = None  # epoch, batch, running mean
@@ -76,6 +79,10 @@ class MetricPlot(pg.PlotWidget):
         self.legend.addItem(self.validation_curve, validation_name)
         self.legend.addItem(self.best_marker, "best epoch")
         self.best_line.hide()
+        if epochs:
+            self.setXRange(0, epochs, padding=0.02)
+        else:
+            self.enableAutoRange(axis="x")
 
     def add_batch(self, epoch: int, batch: int, steps: int, logs: dict) -> None:
         if self.metric not in logs:
@@ -198,8 +205,8 @@ class TrainTab(QWidget):
         self.epochs = event.epochs
         partial = event.validation_partial
         name = "validation (partial estimate)" if partial else "validation"
-        self.loss_plot.reset(name)
-        self.accuracy_plot.reset(name)
+        self.loss_plot.reset(name, event.epochs)
+        self.accuracy_plot.reset(name, event.epochs)
         self.progress.setRange(0, event.steps_per_epoch)
         self.progress.setValue(0)
         self.progress.setFormat(f"epoch 1 of {event.epochs} · batch 0 of {event.steps_per_epoch}")
