@@ -10,7 +10,8 @@ middle of an epoch, then stops the run and quits.
 
 Without --data it uses /tmp/cifar10-jpg/train when that exists
 (`tar xzf ../shared/data/cifar10-jpg-train.tar.gz -C /tmp`), else generated
-images. The PNG is reduced to a 256-colour palette to stay small.
+images. The PNG is full colour, or reduced to a 256-colour palette if that
+would be over 300 KB.
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ def generated_folder(root: Path, per_class: int = 300) -> Path:
 
 
 def save_small(image: QImage, path: Path) -> int:
-    """Save as an indexed PNG (a palette of 256 colours); return its size."""
+    """Save as a PNG in full colour, or with a palette of 256 colours when
+    that would be over MAX_BYTES; return its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.convertToFormat(QImage.Format_Indexed8, Qt.ThresholdDither | Qt.AvoidDither).save(str(path), "PNG")
+    image.convertToFormat(QImage.Format_RGB888).save(str(path), "PNG", 0)
+    if path.stat().st_size > MAX_BYTES:
+        image.convertToFormat(QImage.Format_Indexed8, Qt.DiffuseDither).save(str(path), "PNG", 0)
     return path.stat().st_size
 
 
