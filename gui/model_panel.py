@@ -8,7 +8,6 @@ shows the answer when it comes back; the window never waits.
 
 from __future__ import annotations
 
-import copy
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (

@@ -29,7 +29,6 @@ from engine.config import DatasetConfig, ModelConfig, RunConfig
 from engine.errors import EngineError
 from engine.events import EpochEnded, Listener, Progress, RunEnded, RunStarted, StageEvent
 
-STAGE_INTERVAL = 0.1  # seconds between forwarded dataset-loading reports
 BACKGROUND_NICE = 10  # how much nicer than the GUI the Keras backend's compute threads are (Linux)
 
 
@@ -210,9 +209,8 @@ class Worker(QObject):
             return
         from engine.data import load_dataset
 
-        report = _throttled(self.dataset_stage.emit)
         try:
-            dataset = load_dataset(config, report=report, should_stop=self._closing.is_set)
+            dataset = load_dataset(config, report=self.dataset_stage.emit, should_stop=self._closing.is_set)
         except EngineError as exc:
             self.dataset_failed.emit(str(exc))
             return
@@ -295,19 +293,3 @@ class Worker(QObject):
         self._tasks.stop()
         self._trainer_thread.stop()
 
-
-def _throttled(emit: Callable[[StageEvent], None]) -> Callable[[StageEvent], None]:
-    """Forward a report at most every STAGE_INTERVAL, and always on a new stage.
-
-    A loader may report per file; the GUI needs a few updates a second.
-    """
-    last = {"time": 0.0, "stage": None}
-
-    def report(event: StageEvent) -> None:
-        now = time.monotonic()
-        finished = event.fraction is not None and event.fraction >= 1.0
-        if event.stage != last["stage"] or finished or now - last["time"] >= STAGE_INTERVAL:
-            last["time"], last["stage"] = now, event.stage
-            emit(event)
-
-    return report
