@@ -155,7 +155,7 @@ class MainWindow(QMainWindow):
             panel.show_problems(problems)
         reason = ""
         if problems:
-            key, message = next(iter(problems.items()))
+            message = next(iter(problems.values()))
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             reason = f"Cannot train: {message}{more}"
         running = self.worker.is_training
