@@ -75,11 +75,14 @@ def summary(gaps_ms: np.ndarray) -> dict:
     }
 
 
-def longest_gaps(recorder: GapRecorder, events: list[tuple[float, str]], marks: dict, count: int = 8) -> list[str]:
-    """The longest gaps, each with the last event the GUI had received before it."""
+def longest_gaps(recorder: GapRecorder, events: list[tuple[float, str]], marks: dict, start: str,
+                 count: int = 6) -> list[str]:
+    """The longest gaps from marks[start] on, each with the last event the
+    GUI had received before it."""
     origin = marks["idle_start"]
     lines = []
-    for at, gap in sorted(recorder.gaps, key=lambda item: -item[1])[:count]:
+    gaps = [(at, gap) for at, gap in recorder.gaps if at >= marks.get(start, float("inf"))]
+    for at, gap in sorted(gaps, key=lambda item: -item[1])[:count]:
         before = [label for when, label in events if when <= at - gap]
         lines.append(f"{gap * 1000:7.1f} ms ending at {at - origin:6.2f} s, after: {before[-1] if before else 'start'}")
     return lines
@@ -221,7 +224,8 @@ def main() -> int:
         "whole_run": summary(recorder.between(marks["run_start"], marks.get("run_end", time.perf_counter()))),
         "training": summary(recorder.between(marks.get("train_start", 0), marks.get("run_end", 0))),
     }
-    report["longest_gaps"] = longest_gaps(recorder, events, marks)
+    report["longest_gaps"] = longest_gaps(recorder, events, marks, "idle_start")
+    report["longest_gaps_training"] = longest_gaps(recorder, events, marks, "train_start")
     stop_file.touch()
     control_ticks = json.loads(control_process.communicate(timeout=60)[0])
     report["control_same_time_no_app"] = {

@@ -64,8 +64,13 @@ class MetricPlot(pg.PlotWidget):
 
     def reset(self, validation_name: str = "validation", epochs: int = 0) -> None:
         """Clear the curves. With the run's epochs, the x axis spans the whole
-        run from the start: it shows how far the run has come, and the axes
-        need no redraw as points arrive (an update then costs a third)."""
+        run from the start, which shows how far the run has come.
+
+        The axes are set here and in _include rather than by pyqtgraph's
+        auto-range: that refits on every update, and as the loss falls the
+        y axis changed with nearly every point, redrawing the whole plot
+        twice per update. A fixed x axis and a y axis that grows only when
+        a value falls outside it cost a third of that."""
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
         self._last_report: tuple[int, int, float] | None = None  # epoch, batch, running mean
@@ -79,10 +84,9 @@ class MetricPlot(pg.PlotWidget):
         self.legend.addItem(self.validation_curve, validation_name)
         self.legend.addItem(self.best_marker, "best epoch")
         self.best_line.hide()
-        if epochs:
-            self.setXRange(0, epochs, padding=0.02)
-        else:
-            self.enableAutoRange(axis="x")
+        self.disableAutoRange()
+        self.setXRange(0, max(epochs, 1), padding=0.02)
+        self._low = self._high = None
 
     def add_batch(self, epoch: int, batch: int, steps: int, logs: dict) -> None:
         if self.metric not in logs:
@@ -100,6 +104,19 @@ class MetricPlot(pg.PlotWidget):
         self._batch_x.append(epoch - 1 + batch / max(steps, 1))
         self._batch_y.append(smoothed)
         self.batch_curve.setData(self._batch_x, self._batch_y)
+        self._include(smoothed)
+
+    def _include(self, value: float) -> None:
+        """Grow the y axis to show value, with room to spare, if it is outside."""
+        if value != value:  # NaN: nothing to show
+            return
+        if self._low is not None and self._low <= value <= self._high:
+            return
+        low = value if self._low is None else min(value, self._low)
+        high = value if self._high is None else max(value, self._high)
+        margin = 0.1 * ((high - low) or abs(high) or 1.0)
+        self._low, self._high = low - margin, high + margin
+        self.setYRange(self._low, self._high, padding=0)
 
     def add_epoch(self, epoch: int, logs: dict, best_epoch: int, monitor: str) -> None:
         """Add an epoch's point; mark the best epoch (by `monitor`, e.g.
@@ -108,6 +125,8 @@ class MetricPlot(pg.PlotWidget):
         self._train.append(logs.get(self.metric, float("nan")))
         self._validation.append(logs.get("val_" + self.metric, float("nan")))
         self.train_curve.setData(self._epochs, self._train)
+        self._include(self._train[-1])
+        self._include(self._validation[-1])
         if any(value == value for value in self._validation):
             self.validation_curve.setData(self._epochs, self._validation)
         if best_epoch in self._epochs:
