@@ -182,14 +182,13 @@ class Trainer:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping,
                                                            restore_best_weights=True, verbose=0))
 
+        self.listener.on_stage(StageEvent("train", "Training"))
+        train_start = time.monotonic()
         y_train = self._targets(keras, ds.y_train)
         if self.speed.stream_input:
             inputs = {"x": training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed), "shuffle": False}
         else:
             inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
-
-        self.listener.on_stage(StageEvent("train", "Training"))
-        train_start = time.monotonic()
         with fused_batch_norm(model, self.speed.fused_batch_norm):
             model.fit(
                 **inputs,
