@@ -18,6 +18,15 @@ from engine.errors import ConfigError
 
 DATASET_SOURCES = ("cifar10", "cifar10_archive", "folder", "cifar100", "fashion_mnist")
 ARCHITECTURES = ("simcnn", "resnet50", "vgg16", "mobilenetv2", "cnn")
+# One line per architecture for the Model panel; here, not in models.py, so
+# the window can show it before Keras has been imported.
+ARCHITECTURE_INFO: dict[str, str] = {
+    "simcnn": "SimCNN: the paper's small CNN with batch norm, trained from scratch",
+    "resnet50": "ResNet50 pretrained on ImageNet with a dense head; images upsampled to 224 by default",
+    "vgg16": "VGG16 pretrained on ImageNet, frozen or fine-tuned, at the images' own size",
+    "mobilenetv2": "MobileNetV2 pretrained on ImageNet: small and fast, at the images' own size",
+    "cnn": "Plain three-block CNN trained from scratch (the second seed's)",
+}
 WEIGHTS = ("imagenet", "none", "file")
 HEADS = ("default", "linear", "dense256", "dense1024_512")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")

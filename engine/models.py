@@ -21,16 +21,9 @@ import socket
 import keras
 from keras import layers
 
-from engine.config import ModelConfig
+from engine.config import ARCHITECTURE_INFO, ModelConfig
 from engine.errors import ModelError
 
-ARCHITECTURE_INFO: dict[str, str] = {
-    "simcnn": "SimCNN: the paper's small CNN with batch norm, trained from scratch",
-    "resnet50": "ResNet50 pretrained on ImageNet with a dense head; images upsampled to 224 by default",
-    "vgg16": "VGG16 pretrained on ImageNet, frozen or fine-tuned, at the images' own size",
-    "mobilenetv2": "MobileNetV2 pretrained on ImageNet: small and fast, at the images' own size",
-    "cnn": "Plain three-block CNN trained from scratch (the second seed's)",
-}
 
 AUGMENTATIONS = ("none", "flip", "flip_crop")
 HEADS = ("default", "linear", "dense256", "dense1024_512")

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
-from engine.config import ModelConfig, RunConfig
+from engine.config import ARCHITECTURE_INFO, ModelConfig, RunConfig
 from gui.forms import ChoiceField, NumberField, TextField, mark_fields, read_fields, write_fields
 from gui.worker import Worker
 
@@ -46,7 +46,6 @@ class ModelPanel(QWidget):
         self.worker = worker
         self.input_shape: tuple[int, int, int] = (32, 32, 3)
         self.num_classes = 10
-        self.descriptions: dict[str, str] = {}
         self.counts: dict[str, int] | None = None
         self._requested = None
 
@@ -104,7 +103,6 @@ class ModelPanel(QWidget):
                 field.textChanged.connect(self._on_field_changed)
         worker.params_counted.connect(self._on_params_counted)
         worker.params_failed.connect(self._on_params_failed)
-        worker.architectures_described.connect(self._on_architectures_described)
         self._on_field_changed()
 
     def set_config(self, config: RunConfig) -> None:
@@ -139,7 +137,7 @@ class ModelPanel(QWidget):
         for field in (self.weights, self.trainable_layers, self.input_size, self.head):
             self.form.setRowVisible(field, pretrained)
         self.form.setRowVisible(self._weights_file_row, pretrained and self.weights.value() == "file")
-        self.description.setText(self.descriptions.get(architecture, ARCHITECTURE_LABELS[architecture]))
+        self.description.setText(ARCHITECTURE_INFO[architecture])
         self.params_label.setText("counting…")
         self._count_timer.start()
         self.changed.emit()
@@ -166,10 +164,6 @@ class ModelPanel(QWidget):
             return
         self.counts = None
         self.params_label.setText(message)
-
-    def _on_architectures_described(self, descriptions: dict) -> None:
-        self.descriptions = dict(descriptions)
-        self.description.setText(self.descriptions.get(self.architecture.value(), ""))
 
     def _on_browse_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights file", self.weights_file.text(), "Keras weights (*.h5)")

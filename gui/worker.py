@@ -134,7 +134,6 @@ class Worker(QObject):
     """Runs engine work off the GUI thread and reports it as signals."""
 
     backend_ready = Signal(dict)
-    architectures_described = Signal(dict)  # architecture id -> one-line description
     dataset_stage = Signal(object)  # StageEvent
     dataset_loaded = Signal(object, object)  # Dataset, the DatasetConfig it was loaded with
     dataset_failed = Signal(str)
@@ -170,8 +169,7 @@ class Worker(QObject):
     # --- short tasks --------------------------------------------------------
 
     def report_backend(self) -> None:
-        """Import Keras on the tasks thread; emit backend_ready with its info
-        and the architectures' descriptions (engine.models imports Keras)."""
+        """Import Keras on the tasks thread; emit backend_ready with its info."""
         self._tasks.submit(self._report_backend)
 
     def load_dataset(self, config: DatasetConfig) -> None:
@@ -195,12 +193,6 @@ class Worker(QObject):
         except Exception as exc:  # the window must still work without this line
             info = {"keras_version": "unknown", "backend": "unknown", "device": "unknown", "error": str(exc)}
         self.backend_ready.emit(info)
-        try:
-            from engine.models import ARCHITECTURE_INFO
-
-            self.architectures_described.emit(dict(ARCHITECTURE_INFO))
-        except Exception:  # descriptions are a nicety; the names are shown anyway
-            pass
 
     def _load_latest_dataset(self) -> None:
         with self._lock:
