@@ -37,6 +37,10 @@ GIB = 1024 ** 3
 SIDE = 224
 
 
+def size(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f} GiB ({nbytes / 1e9:.2f} GB)"
+
+
 def peak_rss_bytes() -> int:
     import resource
 
@@ -137,9 +141,9 @@ def main() -> None:
     seeds = run_in_subprocess(__file__, {**base, "kind": "seeds"})
     scaled = seeds["grown"] / seeds["subset"] * seeds["images"]
     rows.append([f"seeds: x upsampled to {SIDE} in float32 (exact size)", "-",
-                 f"{seeds['exact_for_all'] / GIB:.1f} GiB", "(the array alone)"])
+                 size(seeds["exact_for_all"]), "(the array alone)"])
     rows.append([f"seeds: measured on {seeds['subset']} images, scaled to {seeds['images']}", "-",
-                 f"{scaled / GIB:.1f} GiB", "(the array alone)"])
+                 size(scaled), "(the array alone)"])
     runs = [("engine: ResNet50-02 preset (frozen base, batch 64)", {}),
             ("engine: whole base trainable (batch 32)", {"trainable_layers": -1, "batch_size": 32})]
     if args.no_finetune:
@@ -147,9 +151,8 @@ def main() -> None:
     for name, extra in runs:
         print(f"measuring {name} ...", flush=True)
         result = run_in_subprocess(__file__, {**base, "kind": "engine", **extra})
-        rows.append([name, f"{result['after_data'] / GIB:.2f} GiB",
-                     f"{result['peak'] / GIB:.2f} GiB",
-                     f"{result['during_training'] / GIB:.2f} GiB during the steps, {result['steps']} steps, "
+        rows.append([name, size(result["after_data"]), size(result["peak"]),
+                     f"{size(result['during_training'])} during the steps, {result['steps']} steps, "
                      f"{result['seconds']:.0f} s"])
     print(f"\nResNet50 transfer at {SIDE}x{SIDE}, {seeds['images']} training images, {machine()}")
     print(table(rows, ["approach", "RSS with the data loaded", "peak RSS", "notes"]))
