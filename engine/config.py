@@ -348,15 +348,16 @@ def _simcnn_best() -> RunConfig:
 
     Same 123,210 parameters as the paper; in-model flip + translation
     augmentation, AdamW with decoupled weight decay, label smoothing and a
-    warmed-up cosine schedule at batch 128: 80.7% on a 5,000-image
-    validation split of the 50,000 training images (never the test split).
+    warmed-up cosine schedule at batch 64: 80.9% on a 5,000-image validation
+    split of the 50,000 training images (batch 128: 80.7%); never tuned on
+    the test split.
     """
     return RunConfig(
         preset="SimCNN best",
         model=ModelConfig(architecture="simcnn"),
         training=TrainingConfig(
             optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, schedule="cosine",
-            warmup_epochs=2, batch_size=128, epochs=40, augmentation="flip_crop",
+            warmup_epochs=2, batch_size=64, epochs=40, augmentation="flip_crop",
             label_smoothing=0.1, early_stopping=0,
         ),
     )
