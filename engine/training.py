@@ -98,7 +98,10 @@ class Trainer:
         try:
             result = self._run(started)
         except EngineError as exc:
-            result = self._ended("failed", str(exc), started)
+            if self._stop.is_set() and not self.run_id:  # Stop pressed while the data was loading
+                result = self._ended("stopped", "stopped before training started", started)
+            else:
+                result = self._ended("failed", str(exc), started)
         except MemoryError:
             result = self._ended("failed", "out of memory: use a smaller batch size, input size or subset", started)
         except Exception as exc:  # an unexpected bug: keep what was saved and say what happened

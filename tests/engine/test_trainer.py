@@ -132,7 +132,7 @@ def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
         from engine.events import Listener
         from engine.runs import RunStore
         from engine.training import Trainer
-        from test_training import small_config
+        from test_trainer import small_config
         from toydata import toy_dataset
 
         class KillAfterTwoEpochs(Listener):
@@ -189,3 +189,20 @@ def test_schedules_and_optimizers_run(tmp_path, schedule, optimizer):
         assert rates[1] == pytest.approx(rates[0] * 0.1)
     if schedule == "cosine":
         assert rates[0] != rates[1]
+
+
+def test_stop_while_the_data_is_loading_is_a_stop_not_a_failure(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    data = toy_dataset(train=40)
+    for i, (image, label) in enumerate(zip(data.x_train, data.y_train)):
+        (folder / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / CLASS_NAMES[label] / f"{i}.png")
+    config = small_config(epochs=1)
+    config.dataset.source, config.dataset.path = "folder", str(folder)
+    trainer = Trainer(config, store=RunStore(tmp_path / "store"))
+    trainer.request_stop()
+    result = trainer.run()
+    assert result.status == "stopped" and result.reason == "stopped before training started"
+    assert RunStore(tmp_path / "store").list_runs() == []
