@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import DatasetConfig, RunConfig
-from gui.forms import ChoiceField, NumberField, TextField, mark, mark_fields, read_fields, write_fields
+from gui.forms import ChoiceField, NumberField, TextField, connect_fields, mark, mark_fields, read_fields, write_fields
 from gui.worker import Worker
 
 SOURCE_LABELS = {
@@ -170,11 +170,7 @@ class DatasetPanel(QWidget):
         layout.addWidget(self.data_view)
         layout.addStretch(1)
 
-        for field in self.fields:
-            if isinstance(field, ChoiceField):
-                field.changed.connect(self._on_field_changed)
-            else:
-                field.textChanged.connect(self._on_field_changed)
+        connect_fields(self.fields, self._on_field_changed)
         worker.dataset_stage.connect(self._on_dataset_stage)
         worker.dataset_loaded.connect(self._on_dataset_loaded)
         worker.dataset_failed.connect(self._on_dataset_failed)
@@ -183,11 +179,7 @@ class DatasetPanel(QWidget):
     # --- settings -----------------------------------------------------------
 
     def set_config(self, config: RunConfig) -> None:
-        for field in self.fields:
-            field.blockSignals(True)
         read_fields(self.fields, config)
-        for field in self.fields:
-            field.blockSignals(False)
         self._on_field_changed()
 
     def write_into(self, config: RunConfig) -> dict[str, str]:

@@ -100,10 +100,20 @@ def write_fields(fields: list[QWidget], config: RunConfig) -> dict[str, str]:
 
 
 def read_fields(fields: list[QWidget], config: RunConfig) -> None:
-    """Show config's values in the fields."""
+    """Show config's values in the fields, quietly: the caller reacts once
+    afterwards instead of once per field."""
     for field in fields:
         section, name = field.key.split(".")
+        field.blockSignals(True)
         field.set_value(getattr(getattr(config, section), name))
+        field.blockSignals(False)
+
+
+def connect_fields(fields: list[QWidget], slot) -> None:
+    """Call slot whenever the user changes any of the fields."""
+    for field in fields:
+        signal = field.changed if isinstance(field, ChoiceField) else field.textChanged
+        signal.connect(slot)
 
 
 def mark(field: QWidget, message: str | None) -> None:

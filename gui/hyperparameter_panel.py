@@ -14,7 +14,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from engine.config import PRESETS, RunConfig, TrainingConfig, preset
-from gui.forms import ChoiceField, NumberField, mark_fields, read_fields, write_fields
+from gui.forms import ChoiceField, NumberField, connect_fields, mark_fields, read_fields, write_fields
 
 CUSTOM = "Custom"
 
@@ -87,10 +87,7 @@ class HyperparameterPanel(QWidget):
             row, column = divmod(index, 2)
             grid.addWidget(QLabel(label), row, column * 2)
             grid.addWidget(field, row, column * 2 + 1)
-            if isinstance(field, ChoiceField):
-                field.changed.connect(self._on_field_changed)
-            else:
-                field.textChanged.connect(self._on_field_changed)
+        connect_fields(self.fields, self._on_field_changed)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         layout = QVBoxLayout(self)
@@ -102,11 +99,7 @@ class HyperparameterPanel(QWidget):
     def set_config(self, config: RunConfig) -> None:
         """Show a run's training settings and its preset (if they still match it)."""
         self._hidden = copy.deepcopy(config.training)
-        for field in self.fields:
-            field.blockSignals(True)
         read_fields(self.fields, config)
-        for field in self.fields:
-            field.blockSignals(False)
         self._show_preset(config.preset)
         self._on_field_changed()
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ARCHITECTURE_INFO, ModelConfig, RunConfig
-from gui.forms import ChoiceField, NumberField, TextField, mark_fields, read_fields, write_fields
+from gui.forms import ChoiceField, NumberField, TextField, connect_fields, mark_fields, read_fields, write_fields
 from gui.worker import Worker
 
 ARCHITECTURE_LABELS = {
@@ -96,21 +96,13 @@ class ModelPanel(QWidget):
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(COUNT_DELAY_MS)
         self._count_timer.timeout.connect(self._on_count_timer)
-        for field in self.fields:
-            if isinstance(field, ChoiceField):
-                field.changed.connect(self._on_field_changed)
-            else:
-                field.textChanged.connect(self._on_field_changed)
+        connect_fields(self.fields, self._on_field_changed)
         worker.params_counted.connect(self._on_params_counted)
         worker.params_failed.connect(self._on_params_failed)
         self._on_field_changed()
 
     def set_config(self, config: RunConfig) -> None:
-        for field in self.fields:
-            field.blockSignals(True)
         read_fields(self.fields, config)
-        for field in self.fields:
-            field.blockSignals(False)
         self._on_field_changed()
 
     def write_into(self, config: RunConfig) -> dict[str, str]:
