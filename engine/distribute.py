@@ -51,7 +51,8 @@ class Placement:
     def text(self) -> str:
         if self.kind == "none":
             return "one device"
-        return f"{len(self.devices)} devices ({', '.join(self.devices)}) with {self.kind}"
+        count = len(self.devices)
+        return f"{count} device{'s' if count != 1 else ''} ({', '.join(self.devices)}) with {self.kind}"
 
 
 def local_devices() -> list[str]:
