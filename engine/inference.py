@@ -20,6 +20,7 @@ from engine.errors import ModelError
 
 CLASS_NAMES_ENTRY = "cifar_studio_class_names.json"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FAST_PATH_MAX_IMAGES = 256  # fewer images than this skip model.predict's per-call set-up
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -79,6 +80,7 @@ class Classifier:
     def __init__(self, path: str | Path, scale: str = "auto"):
         self.path = Path(path)
         self.model = load_model_safely(self.path)
+        self._fast = None
         shape = self.model.input_shape
         if isinstance(shape, list):
             raise ModelError(f"{self.path.name} has {len(shape)} inputs; an image classifier has one")
@@ -130,7 +132,16 @@ class Classifier:
         x = images.astype(np.float32)
         if self.scale == "1":
             x /= 255.0
-        probs = np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+        if len(x) <= FAST_PATH_MAX_IMAGES:
+            # predict() sets up an adapter, iterator and callbacks per call:
+            # ~100 ms for one image against ~2 ms through one compiled function.
+            if self._fast is None:
+                from engine.fastpaths import FastPredictor
+
+                self._fast = FastPredictor(self.model)
+            probs = np.asarray(self._fast(x), dtype=np.float64)
+        else:
+            probs = np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
         sums = probs.sum(axis=1, keepdims=True)
         if np.any(probs < 0) or not np.allclose(sums, 1.0, atol=1e-3):
             # Logits rather than probabilities: softmax them for display.
