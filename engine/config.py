@@ -104,7 +104,7 @@ class TrainingConfig:
     seed: int = 42
     precision: str = "float32"
     distribution: str = "none"
-    steps_per_execution: int = 1
+    steps_per_execution: int = 0  # 0: auto (engine/training.py's SpeedSettings)
 
 
 @dataclass
@@ -293,7 +293,7 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
     _range(p, "training.seed", t.seed, 0, 2**31 - 1, "between 0 and 2147483647")
     _choice(p, "training.precision", t.precision, PRECISIONS)
     _choice(p, "training.distribution", t.distribution, DISTRIBUTIONS)
-    _range(p, "training.steps_per_execution", t.steps_per_execution, 1, 1000, "between 1 and 1000")
+    _range(p, "training.steps_per_execution", t.steps_per_execution, 0, 1000, "0 (auto) or between 1 and 1000")
 
     if train_size is not None and "training.batch_size" not in p:
         available = -(-train_size // t.batch_size)

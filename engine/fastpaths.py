@@ -91,6 +91,48 @@ def _fused_training_call(layer):
     return call
 
 
+class StepGate:
+    """A stop request that reaches inside a multi-step call (TensorFlow).
+
+    With `steps_per_execution` N, Keras runs N training steps in one graph
+    call and a callback only sees the call's end, so `model.stop_training`
+    alone would let up to N - 1 more batches train after Stop. Inside
+    `guarding(model)` each step first reads a boolean variable and, once
+    `close()` has set it, does nothing (the batch fetched for it is
+    dropped). So a stop takes effect within one batch whatever N is. The
+    steps of one call run in order (each reads the weights the previous one
+    wrote), so the flag is read before each batch, not ahead of it.
+
+    Why not Keras' own API: no Keras callback runs between the steps of one
+    call, and this keeps Keras' own train_step (the math) untouched.
+    """
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.flag = tf.Variable(False, trainable=False, name="stop_requested")
+
+    def close(self) -> None:
+        self.flag.assign(True)
+
+    @contextlib.contextmanager
+    def guarding(self, model):
+        import tensorflow as tf
+
+        keras_step = type(model).train_step.__get__(model)
+
+        def train_step(data):
+            # The training branch first: tracing it builds the metrics the
+            # other branch reads.
+            return tf.cond(tf.logical_not(self.flag), lambda: keras_step(data), model.get_metrics_result)
+
+        model.train_step = train_step
+        try:
+            yield
+        finally:
+            del model.train_step
+
+
 class FastPredictor:
     """Class scores for a handful of images without `model.predict`'s set-up.
 

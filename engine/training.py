@@ -9,6 +9,7 @@ learning-rate schedules, and `model.stop_training` for a graceful stop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -42,6 +43,12 @@ class SpeedSettings:
     stream_input: bool = True
     fused_batch_norm: bool = True
     jit_compile: bool | str = "auto"
+    # What `training.steps_per_execution = 0` (auto) means: on TensorFlow
+    # without a distribution, this many steps per graph call (one Python
+    # round trip and one set of callbacks per call instead of per batch;
+    # measured -13% epoch time for SimCNN at batch 32), with Stop still
+    # honoured within one batch (fastpaths.StepGate); otherwise 1.
+    auto_steps_per_execution: int = 10
 
 
 def steps_per_call(steps_per_epoch: int, requested: int) -> int:
@@ -85,9 +92,14 @@ class Trainer:
         self.model = None
         self.recorder = None
         self._stop = threading.Event()
+        self._gate = None  # fastpaths.StepGate while a multi-step fit runs
 
     def request_stop(self) -> None:
         self._stop.set()
+        gate = self._gate
+        if gate is not None:  # fit is running: end the call in flight and the fit loop
+            gate.close()
+            self.model.stop_training = True
 
     @property
     def stop_requested(self) -> bool:
@@ -149,7 +161,7 @@ class Trainer:
         ds = self.dataset
         keras = _keras()
         from engine.callbacks import EpochRecorder, ProgressCallback
-        from engine.fastpaths import fused_batch_norm
+        from engine.fastpaths import StepGate, fused_batch_norm
         from engine.pipeline import training_stream
 
         if self.store is None:
@@ -192,17 +204,24 @@ class Trainer:
             inputs = {"x": training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed), "shuffle": False}
         else:
             inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
-        with fused_batch_norm(model, self.speed.fused_batch_norm):
+        gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
+            and t.distribution == "none"
+        if gated:
+            self._gate = StepGate()
+            if self._stop.is_set():
+                self._gate.close()
+        with fused_batch_norm(model, self.speed.fused_batch_norm), \
+                (self._gate.guarding(model) if gated else contextlib.nullcontext()):
             model.fit(
                 **inputs,
                 epochs=t.epochs,
                 steps_per_epoch=steps,
-                validation_data=(ds.x_val, self._targets(keras, ds.y_val)) if has_val else None,
-                validation_steps=t.validation_steps or None,
+                validation_data=self._validation_data(keras) if has_val else None,
                 validation_batch_size=t.batch_size,
                 callbacks=callbacks,
                 verbose=0,
             )
+        self._gate = None
         train_seconds = time.monotonic() - train_start
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
@@ -245,14 +264,35 @@ class Trainer:
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
                 if t.label_smoothing else keras.losses.SparseCategoricalCrossentropy())
         steps = t.steps_per_epoch or math.ceil(len(ds.y_train) / t.batch_size)
+        requested = t.steps_per_execution or (
+            self.speed.auto_steps_per_execution
+            if keras.backend.backend() == "tensorflow" and t.distribution == "none" else 1)
         model.compile(
             optimizer=self._optimizer(keras, len(ds.y_train)),
             loss=loss,
             metrics=["accuracy"],
-            steps_per_execution=steps_per_call(steps, t.steps_per_execution),
+            steps_per_execution=steps_per_call(steps, requested),
             jit_compile=self.speed.jit_compile,
         )
         return model
+
+    def _validation_data(self, keras):
+        """The images validated after each epoch: the whole validation split,
+        or with `validation_steps` N a fixed random sample of N batches of it
+        (the same images every epoch, so the epochs' estimates compare).
+
+        Chosen here rather than through fit's `validation_steps`, which
+        Keras rounds up to whole multi-step calls when `steps_per_execution`
+        is above 1, and which walks on through the split from epoch to epoch.
+        """
+        ds = self.dataset
+        t = self.config.training
+        x, y = ds.x_val, ds.y_val
+        count = t.validation_steps * t.batch_size
+        if t.validation_steps and count < len(y):
+            chosen = np.sort(np.random.default_rng(t.seed).choice(len(y), count, replace=False))
+            x, y = x[chosen], y[chosen]
+        return x, self._targets(keras, y)
 
     def _targets(self, keras, y):
         if self.config.training.label_smoothing:

@@ -100,7 +100,9 @@ def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path):
+@pytest.mark.parametrize("steps_per_execution", [1, 10])
+def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path, steps_per_execution):
+    """With 10 steps per graph call too: the steps after the stop do nothing."""
     store = RunStore(tmp_path)
 
     class StopAtFirstProgress(Recorder):
@@ -113,7 +115,8 @@ def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_pat
                 trainer.request_stop()
 
     listener = StopAtFirstProgress()
-    trainer = Trainer(small_config(epochs=5, batch_size=4), listener, store, dataset=toy_dataset(train=400))
+    trainer = Trainer(small_config(epochs=5, batch_size=4, steps_per_execution=steps_per_execution), listener, store,
+                      dataset=toy_dataset(train=400))
     result = trainer.run()
 
     assert result.status == "stopped"
@@ -173,6 +176,15 @@ def test_validation_steps_is_reported_as_a_partial_estimate(tmp_path):
     assert result.status == "finished"
     assert listener.of("started")[0].validation_partial
     assert listener.of("started")[0].steps_per_epoch == 5
+    # One batch of 16 validated (not a whole multi-step call's worth), the
+    # same sample every epoch: the logged figure is the model's on it.
+    trainer = Trainer(small_config(epochs=2, validation_steps=1, steps_per_epoch=10), listener, RunStore(tmp_path),
+                      dataset=toy_dataset())
+    assert trainer.run().status == "finished"
+    x, y = trainer._validation_data(keras)
+    assert len(y) == 16
+    expected = trainer.model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert listener.of("epoch")[-1].logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("schedule, optimizer", [("cosine", "adamw"), ("step", "sgd"), ("constant", "rmsprop")])
