@@ -13,28 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from engine.config import preset
 from engine.events import Listener
 from engine.fastpaths import batch_norm_layers, fused_batch_norm
 from engine.pipeline import ShuffledBatches, batches_per_pass, training_stream
 from engine.runs import RunStore
 from engine.training import SpeedSettings, Trainer, steps_per_call
-from toydata import toy_dataset
+from toydata import toy_config, toy_dataset
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 TENSORFLOW = keras.backend.backend() == "tensorflow"
-
-
-def toy_config(epochs=1, **training):
-    config = preset("Paper Table 1")
-    config.name = "toy"
-    t = config.training
-    t.epochs, t.steps_per_epoch, t.validation_steps = epochs, 0, 0
-    t.optimizer, t.learning_rate, t.batch_size = "adam", 2e-3, 16
-    for key, value in training.items():
-        setattr(t, key, value)
-    return config
 
 
 def test_steps_per_call_divides_the_epoch():
@@ -177,7 +165,7 @@ DISTRIBUTED = textwrap.dedent("""
     from engine.events import Listener
     from engine.runs import RunStore
     from test_performance import toy_config
-    from toydata import toy_dataset
+    from toydata import toy_config, toy_dataset
     from engine.training import Trainer
 
     class Logs(Listener):

@@ -12,11 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from engine.config import preset
 from engine.events import Listener
 from engine.runs import RunStore
 from engine.training import Trainer
-from toydata import CLASS_NAMES, toy_dataset
+from toydata import CLASS_NAMES, toy_config, toy_dataset
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -45,21 +44,10 @@ class Recorder(Listener):
         return [e for k, e in self.events if k == kind]
 
 
-def small_config(epochs=3, **training):
-    config = preset("Paper Table 1")
-    config.name = "toy"
-    t = config.training
-    t.epochs, t.steps_per_epoch, t.validation_steps = epochs, 0, 0
-    t.optimizer, t.learning_rate, t.batch_size = "adam", 2e-3, 16
-    for key, value in training.items():
-        setattr(t, key, value)
-    return config
-
-
 def test_training_learns_and_saves_everything(tmp_path):
     store = RunStore(tmp_path)
     listener = Recorder()
-    config = small_config(epochs=3)
+    config = toy_config(epochs=3)
     config.model.architecture = "cnn"  # no batch norm: its moving averages need more steps than a toy gives
     result = Trainer(config, listener, store, dataset=toy_dataset()).run()
 
@@ -88,7 +76,7 @@ def test_training_learns_and_saves_everything(tmp_path):
 def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
     store = RunStore(tmp_path)
     data = toy_dataset()
-    trainer = Trainer(small_config(epochs=1), store=store, dataset=data)
+    trainer = Trainer(toy_config(epochs=1), store=store, dataset=data)
     result = trainer.run()
     path = store.model_path(result.run_id)
     with h5py.File(path, "r") as handle:
@@ -115,7 +103,7 @@ def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_pat
                 trainer.request_stop()
 
     listener = StopAtFirstProgress()
-    trainer = Trainer(small_config(epochs=5, batch_size=4, steps_per_execution=steps_per_execution), listener, store,
+    trainer = Trainer(toy_config(epochs=5, batch_size=4, steps_per_execution=steps_per_execution), listener, store,
                       dataset=toy_dataset(train=400))
     result = trainer.run()
 
@@ -135,15 +123,14 @@ def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
         from engine.events import Listener
         from engine.runs import RunStore
         from engine.training import Trainer
-        from test_trainer import small_config
-        from toydata import toy_dataset
+        from toydata import toy_config, toy_dataset
 
         class KillAfterTwoEpochs(Listener):
             def on_epoch_ended(self, event):
                 if event.epoch == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        Trainer(small_config(epochs=10), KillAfterTwoEpochs(), RunStore({str(tmp_path)!r}),
+        Trainer(toy_config(epochs=10), KillAfterTwoEpochs(), RunStore({str(tmp_path)!r}),
                 dataset=toy_dataset()).run()
     """)
     process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -159,7 +146,7 @@ def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
 
 def test_bad_settings_fail_with_the_reason_and_no_run(tmp_path):
     store = RunStore(tmp_path)
-    config = small_config()
+    config = toy_config(epochs=3)
     config.training.steps_per_epoch = 500  # the toy data gives 10 steps of 16
     listener = Recorder()
     result = Trainer(config, listener, store, dataset=toy_dataset()).run()
@@ -171,14 +158,14 @@ def test_bad_settings_fail_with_the_reason_and_no_run(tmp_path):
 
 def test_validation_steps_is_reported_as_a_partial_estimate(tmp_path):
     listener = Recorder()
-    config = small_config(epochs=1, validation_steps=1, steps_per_epoch=5)
+    config = toy_config(epochs=1, validation_steps=1, steps_per_epoch=5)
     result = Trainer(config, listener, RunStore(tmp_path), dataset=toy_dataset()).run()
     assert result.status == "finished"
     assert listener.of("started")[0].validation_partial
     assert listener.of("started")[0].steps_per_epoch == 5
     # One batch of 16 validated (not a whole multi-step call's worth), the
     # same sample every epoch: the logged figure is the model's on it.
-    trainer = Trainer(small_config(epochs=2, validation_steps=1, steps_per_epoch=10), listener, RunStore(tmp_path),
+    trainer = Trainer(toy_config(epochs=2, validation_steps=1, steps_per_epoch=10), listener, RunStore(tmp_path),
                       dataset=toy_dataset())
     assert trainer.run().status == "finished"
     x, y = trainer._validation_data(keras)
@@ -189,7 +176,7 @@ def test_validation_steps_is_reported_as_a_partial_estimate(tmp_path):
 
 @pytest.mark.parametrize("schedule, optimizer", [("cosine", "adamw"), ("step", "sgd"), ("constant", "rmsprop")])
 def test_schedules_and_optimizers_run(tmp_path, schedule, optimizer):
-    config = small_config(epochs=2, schedule=schedule, optimizer=optimizer, warmup_epochs=1 if schedule == "cosine" else 0,
+    config = toy_config(epochs=2, schedule=schedule, optimizer=optimizer, warmup_epochs=1 if schedule == "cosine" else 0,
                           step_every=1, momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-4,
                           label_smoothing=0.1 if schedule == "cosine" else 0.0, augmentation="flip_crop",
                           early_stopping=1)
@@ -211,7 +198,7 @@ def test_stop_while_the_data_is_loading_is_a_stop_not_a_failure(tmp_path):
     for i, (image, label) in enumerate(zip(data.x_train, data.y_train)):
         (folder / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / CLASS_NAMES[label] / f"{i}.png")
-    config = small_config(epochs=1)
+    config = toy_config(epochs=1)
     config.dataset.source, config.dataset.path = "folder", str(folder)
     trainer = Trainer(config, store=RunStore(tmp_path / "store"))
     trainer.request_stop()

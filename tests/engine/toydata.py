@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.config import RunConfig, preset
 from engine.data import Dataset
 
 CLASS_NAMES = ["top_left", "top_right", "bottom_left", "bottom_right"]
@@ -31,3 +32,16 @@ def toy_dataset(train: int = 160, val: int = 40, test: int = 40, size: int = 32)
     x_test, y_test = toy_images(test, seed=3, size=size)
     return Dataset(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
                    class_names=list(CLASS_NAMES), description="toy quadrants")
+
+
+def toy_config(epochs: int = 1, **training) -> RunConfig:
+    """Paper Table 1 made quick for the toy data: Adam 2e-3, batch 16, the
+    whole split each epoch; keyword arguments set other training fields."""
+    config = preset("Paper Table 1")
+    config.name = "toy"
+    t = config.training
+    t.epochs, t.steps_per_epoch, t.validation_steps = epochs, 0, 0
+    t.optimizer, t.learning_rate, t.batch_size = "adam", 2e-3, 16
+    for key, value in training.items():
+        setattr(t, key, value)
+    return config
