@@ -1,6 +1,11 @@
-"""The headless command line, run in-process on a tiny image folder."""
+"""The headless command line, run in-process (Ctrl-C: in a subprocess) on a tiny image folder."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import keras
@@ -9,6 +14,7 @@ import pytest
 from PIL import Image
 
 import main
+from engine.runs import RunStore
 from toydata import CLASS_NAMES, toy_images
 
 
@@ -106,3 +112,26 @@ def test_a_non_model_file_is_refused(store, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     code, _, err = run(capsys, "predict", str(fake), str(image))
     assert code == 2 and "not a Keras model file" in err
+
+
+def test_ctrl_c_stops_after_the_batch_in_flight_and_saves_the_run(store, image_folder):
+    """The first Ctrl-C in `main.py train` ends the run as stopped, with its
+    model saved, also while ten steps run per graph call."""
+    command = [sys.executable, str(Path(main.__file__)), "train", "--preset", "Paper Table 1", "--model", "simcnn",
+               "--data", str(image_folder), "--set", "epochs=200", "--set", "steps_per_epoch=auto",
+               "--set", "batch_size=4", "--set", "steps_per_execution=9"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CIFAR_STUDIO_HOME": str(store)})
+    try:
+        for line in process.stdout:
+            if line.startswith("Epoch 1/200"):
+                process.send_signal(signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "stopping after this batch" in err and "stopped: stopped by the user" in out
+    record = RunStore(store).list_runs()[0]
+    assert record.status == "stopped" and record.epochs_done < 200
+    assert RunStore(store).model_path(record.run_id).exists()
