@@ -99,9 +99,10 @@ class StepGate:
     alone would let up to N - 1 more batches train after Stop. Inside
     `guarding(model)` each step first reads a boolean variable and, once
     `close()` has set it, does nothing (the batch fetched for it is
-    dropped). So a stop takes effect within one batch whatever N is. The
+    dropped). So a stop takes effect within one batch whatever N is: the
     steps of one call run in order (each reads the weights the previous one
-    wrote), so the flag is read before each batch, not ahead of it.
+    wrote), so the flag is read as each batch starts, not ahead of it
+    (tests/engine/test_trainer.py checks it with N = 10).
 
     Why not Keras' own API: no Keras callback runs between the steps of one
     call, and this keeps Keras' own train_step (the math) untouched.

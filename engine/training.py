@@ -210,18 +210,20 @@ class Trainer:
             self._gate = StepGate()
             if self._stop.is_set():
                 self._gate.close()
-        with fused_batch_norm(model, self.speed.fused_batch_norm), \
-                (self._gate.guarding(model) if gated else contextlib.nullcontext()):
-            model.fit(
-                **inputs,
-                epochs=t.epochs,
-                steps_per_epoch=steps,
-                validation_data=self._validation_data(keras) if has_val else None,
-                validation_batch_size=t.batch_size,
-                callbacks=callbacks,
-                verbose=0,
-            )
-        self._gate = None
+        try:
+            with fused_batch_norm(model, self.speed.fused_batch_norm), \
+                    (self._gate.guarding(model) if gated else contextlib.nullcontext()):
+                model.fit(
+                    **inputs,
+                    epochs=t.epochs,
+                    steps_per_epoch=steps,
+                    validation_data=self._validation_data(keras) if has_val else None,
+                    validation_batch_size=t.batch_size,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+        finally:
+            self._gate = None
         train_seconds = time.monotonic() - train_start
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
