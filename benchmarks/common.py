@@ -1,6 +1,6 @@
-"""What the training, memory and inference benchmarks share: finding the
-real CIFAR-10 images, running one measurement in a fresh process, and
-printing tables."""
+"""What the benchmarks (and scripts/screenshot.py) share: finding the real
+CIFAR-10 images or generating a small learnable folder, running one
+measurement in a fresh process, and printing tables."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -18,6 +19,23 @@ ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpg-tra
 CANDIDATES = ("/tmp/cifar10-jpg/train", os.path.expanduser("~/cifar10-jpg/train"))
 UNPACK_HINT = "tar xzf ../shared/data/cifar10-jpg-train.tar.gz -C /tmp"
 RESULT_MARK = "RESULT "
+
+
+def generated_folder(root: Path, per_class: int = 300) -> Path:
+    """Ten classes of 32x32 PNGs: noise with a coloured square, learnable fast."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(10):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            image = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
+            row, column = divmod(label % 4, 2)
+            image[row * 16:(row + 1) * 16, column * 16:(column + 1) * 16, label % 3] += 160
+            Image.fromarray(image).save(folder / f"{index:04d}.png")
+    return root
 
 
 def find_images(explicit: str | None) -> str:

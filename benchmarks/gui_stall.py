@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PySide6.QtCore import QTimer  # noqa: E402
 
+from benchmarks.common import generated_folder  # noqa: E402
+
 TICK_MS = 5
 
 
@@ -86,22 +88,6 @@ def longest_gaps(recorder: GapRecorder, events: list[tuple[float, str]], marks: 
         before = [label for when, label in events if when <= at - gap]
         lines.append(f"{gap * 1000:7.1f} ms ending at {at - origin:6.2f} s, after: {before[-1] if before else 'start'}")
     return lines
-
-
-def generated_folder(root: Path, per_class: int) -> Path:
-    """CIFAR-sized PNGs in 10 class folders: noise with a bright quadrant."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label in range(10):
-        folder = root / f"class_{label}"
-        folder.mkdir(parents=True)
-        for index in range(per_class):
-            image = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
-            row, column = divmod(label % 4, 2)
-            image[row * 16:(row + 1) * 16, column * 16:(column + 1) * 16] += 100 + 15 * (label // 4)
-            Image.fromarray(image).save(folder / f"{index:04d}.png")
-    return root
 
 
 def control(stop_file: Path) -> int:

@@ -30,25 +30,10 @@ sys.path.insert(0, str(REPO))
 from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
+from benchmarks.common import generated_folder  # noqa: E402
+
 REAL_DATA = Path("/tmp/cifar10-jpg/train")
 MAX_BYTES = 300_000
-
-
-def generated_folder(root: Path, per_class: int = 300) -> Path:
-    """Ten classes of 32x32 PNGs: noise with a coloured square, learnable fast."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label in range(10):
-        folder = root / f"class_{label}"
-        folder.mkdir(parents=True)
-        for index in range(per_class):
-            image = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
-            row, column = divmod(label % 4, 2)
-            image[row * 16:(row + 1) * 16, column * 16:(column + 1) * 16, label % 3] += 160
-            Image.fromarray(image).save(folder / f"{index:04d}.png")
-    return root
 
 
 def save_small(image: QImage, path: Path) -> int:
