@@ -8,6 +8,8 @@ curve is created once and fed with setData, as pyqtgraph's examples do.
 
 from __future__ import annotations
 
+import time
+
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
@@ -23,6 +25,11 @@ TRACE_COLOR = "#9ecae1"
 VALIDATION_COLOR = "#ff7f0e"
 BEST_COLOR = "#2ca02c"
 LOG_LINES = 5000
+# The per-batch trace is redrawn at most this often (the progress bar follows
+# every report). Repainting the two plots is most of what the window does
+# while a model trains, and on a machine whose cores all train, every
+# millisecond of it is taken from training (benchmarks/bench_gui_vs_cli.py).
+PLOT_INTERVAL = 1.0
 
 
 class MetricPlot(pg.PlotWidget):
@@ -73,6 +80,7 @@ class MetricPlot(pg.PlotWidget):
         a value falls outside it cost a third of that."""
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
+        self._batch_shown = 0  # how many of the points the curve shows
         self._last_report: tuple[int, int, float] | None = None  # epoch, batch, running mean
         self._epochs: list[int] = []
         self._train: list[float] = []
@@ -88,7 +96,9 @@ class MetricPlot(pg.PlotWidget):
         self.setXRange(0, max(epochs, 1), padding=0.02)
         self._low = self._high = None
 
-    def add_batch(self, epoch: int, batch: int, steps: int, logs: dict) -> None:
+    def add_batch(self, epoch: int, batch: int, steps: int, logs: dict, redraw: bool = True) -> None:
+        """Add a progress report to the trace; `redraw` False only stores
+        it (`redraw()` or the next epoch's point shows it)."""
         if self.metric not in logs:
             return
         mean = logs[self.metric]
@@ -103,8 +113,18 @@ class MetricPlot(pg.PlotWidget):
         smoothed = interval if not self._batch_y else SMOOTHING * interval + (1 - SMOOTHING) * self._batch_y[-1]
         self._batch_x.append(epoch - 1 + batch / max(steps, 1))
         self._batch_y.append(smoothed)
+        if redraw:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Show the per-batch points stored since the last redraw."""
+        new = self._batch_y[self._batch_shown:]
+        if not new:
+            return
+        self._batch_shown = len(self._batch_y)
         self.batch_curve.setData(self._batch_x, self._batch_y)
-        self._include(smoothed)
+        for value in (min(new), max(new)):
+            self._include(value)
 
     def _include(self, value: float) -> None:
         """Grow the y axis to show value, with room to spare, if it is outside."""
@@ -121,6 +141,7 @@ class MetricPlot(pg.PlotWidget):
     def add_epoch(self, epoch: int, logs: dict, best_epoch: int, monitor: str) -> None:
         """Add an epoch's point; mark the best epoch (by `monitor`, e.g.
         val_accuracy) on the curve of the split it was judged on."""
+        self.redraw()
         self._epochs.append(epoch)
         self._train.append(logs.get(self.metric, float("nan")))
         self._validation.append(logs.get("val_" + self.metric, float("nan")))
@@ -165,6 +186,7 @@ class TrainTab(QWidget):
         self.log.setFont(QFont("monospace", 9))
         self.log.setPlaceholderText("The run's log appears here.")
         self.epochs = 0
+        self._last_plot = 0.0  # time.monotonic() of the last redraw of the per-batch traces
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
@@ -250,8 +272,12 @@ class TrainTab(QWidget):
             f"elapsed {format_seconds(event.elapsed)} · ETA {format_seconds(event.eta)} · "
             f"{event.images_per_second:,.0f} images/s"
         )
+        now = time.monotonic()
+        redraw = now - self._last_plot >= PLOT_INTERVAL
+        if redraw:
+            self._last_plot = now
         for plot in (self.loss_plot, self.accuracy_plot):
-            plot.add_batch(event.epoch, event.batch, event.steps, event.logs)
+            plot.add_batch(event.epoch, event.batch, event.steps, event.logs, redraw=redraw)
 
     def _on_epoch_ended(self, event) -> None:
         for plot in (self.loss_plot, self.accuracy_plot):
@@ -261,6 +287,8 @@ class TrainTab(QWidget):
         self.add_log(f"Epoch {event.epoch}/{event.epochs}: {values} ({event.epoch_seconds:.1f} s)")
 
     def _on_run_ended(self, event) -> None:
+        for plot in (self.loss_plot, self.accuracy_plot):
+            plot.redraw()  # a stopped run's last reports came after its last epoch
         took = format_seconds(event.elapsed)
         metrics = event.test_metrics
         if event.status == "failed":

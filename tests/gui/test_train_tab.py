@@ -27,6 +27,26 @@ def test_the_batch_trace_is_a_moving_average_of_the_exact_interval_means(qtbot):
     assert list(y) == pytest.approx([first, second, third])
 
 
+def test_stored_reports_are_drawn_at_the_next_redraw_or_epoch(qtbot):
+    plot = MetricPlot("accuracy", "Accuracy", legend_corner=(-10, -10))
+    qtbot.addWidget(plot)
+    plot.add_batch(1, 1, 4, {"accuracy": 0.25})
+    plot.add_batch(1, 2, 4, {"accuracy": 0.5}, redraw=False)
+    plot.add_batch(1, 3, 4, {"accuracy": 0.9}, redraw=False)
+    assert list(plot.batch_curve.getData()[0]) == [0.25]
+    assert plot.getViewBox().viewRange()[1][1] < 0.5  # the y axis waits for the points too
+
+    plot.redraw()
+    x, y = plot.batch_curve.getData()
+    assert list(x) == [0.25, 0.5, 0.75]
+    low, high = plot.getViewBox().viewRange()[1]
+    assert low <= min(y) and max(y) <= high
+
+    plot.add_batch(1, 4, 4, {"accuracy": 0.8}, redraw=False)
+    plot.add_epoch(1, {"accuracy": 0.8}, best_epoch=1, monitor="accuracy")
+    assert len(plot.batch_curve.getData()[0]) == 4
+
+
 def test_times_read_as_minutes_or_hours():
     assert format_seconds(59.6) == "1:00"
     assert format_seconds(3725) == "1:02:05"
