@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_train.py [--data FOLDER] [--pairs 3] [--epochs 2]
     python benchmarks/bench_train.py --full-epoch      # 1,407 steps: all 45,000 images
     python benchmarks/bench_train.py --levers          # each speed lever on its own
+    python benchmarks/bench_train.py --with-bf16       # and the engine in mixed bfloat16
 
 SimCNN with the Paper Table 1 settings (batch 32, SGD lr 0.01, 550 steps per
 epoch, 1 validation step) on the 50,000 real CIFAR-10 JPEGs, 45,000 for
@@ -55,6 +56,8 @@ ENGINE_LEVERS = {
     "engine, 1 inter-op thread": {"inter_op": 1},
     "engine, 1 intra-op thread": {"intra_op": 1},
     "engine, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    "engine, oneDNN work on the calling thread too": {"env": {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "true"}},
+    "engine, mixed_bfloat16 (bf16 math, not the same)": {"precision": "mixed_bfloat16"},
 }
 PLAIN_LEVERS = {
     "plain": {},
@@ -169,6 +172,7 @@ def engine_trial(spec: dict, data, folder: str) -> dict:
     t = config.training
     t.epochs, t.steps_per_epoch, t.seed = spec["epochs"], spec["steps"], spec["seed"]
     t.steps_per_execution = spec.get("spe", 0)  # 0: the engine's automatic choice (10 here)
+    t.precision = spec.get("precision", "float32")
     speed = SpeedSettings(stream_input=spec.get("stream", True), fused_batch_norm=spec.get("fused", True),
                           jit_compile=spec.get("jit", "auto"))
     clock = EpochClock()
@@ -238,19 +242,28 @@ def summary(results: list[dict], names: list[str], reference: str) -> str:
                         "best / best", f"CPU / {reference}", "train acc", "held-out acc"])
 
 
+BF16 = "engine, mixed_bfloat16"
+
+
 def compare(args, base: dict) -> None:
+    sides = {"plain": {}, "engine": {}}
+    if args.with_bf16:
+        sides[BF16] = {"precision": "mixed_bfloat16"}
     results = []
     for pair in range(args.pairs):
         seeded = {**base, "seed": pair}
         print(f"pair {pair + 1} of {args.pairs}", flush=True)
-        for name in ("plain", "engine"):
-            results.append(measure(name, {}, seeded))
+        for name, spec in sides.items():
+            results.append(measure(name, spec, seeded))
     steps = base["steps"] or "all (1,407)"
     print(f"\nSimCNN, batch {BATCH}, SGD lr {LEARNING_RATE}, {steps} steps per epoch, {base['epochs']} epochs, "
           f"{machine()}")
-    print(summary(results, ["plain", "engine"], "plain"))
-    ratios = [e["steady"] / p["steady"] for p, e in zip(results[::2], results[1::2])]
-    print("engine / plain per pair (steady epoch, wall): " + ", ".join(f"{r:.3f}" for r in ratios) + spread(ratios))
+    print(summary(results, list(sides), "plain"))
+    plain = [r for r in results if r["name"] == "plain"]
+    for name in list(sides)[1:]:
+        ratios = [e["steady"] / p["steady"] for p, e in zip(plain, [r for r in results if r["name"] == name])]
+        print(f"{name} / plain per pair (steady epoch, wall): " + ", ".join(f"{r:.3f}" for r in ratios)
+              + spread(ratios))
     params = {r["params"] for r in results}
     print(f"parameters: {', '.join(str(p) for p in sorted(params))} (the same model on both sides)")
 
@@ -281,6 +294,8 @@ def main() -> None:
     parser.add_argument("--full-epoch", action="store_true", help="every image once per epoch (1,407 steps)")
     parser.add_argument("--steps", type=int, default=TABLE1_STEPS, help="steps per epoch (Paper Table 1: 550)")
     parser.add_argument("--levers", action="store_true", help="measure each lever on its own")
+    parser.add_argument("--with-bf16", action="store_true",
+                        help="also the engine with training.precision=mixed_bfloat16 (bf16 math: not the same)")
     parser.add_argument("--only", help="with --levers: only the levers whose name contains this")
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
