@@ -130,6 +130,10 @@ def main() -> None:
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning measurement")
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        sys.exit("this benchmark reads memory with psutil: .venv/bin/pip install -e \".[bench]\"")
     if args.trial:
         trial(json.loads(args.trial))
         return

@@ -41,6 +41,19 @@ def test_a_plain_keras_model_opens_and_gets_cifar10_names(tmp_path, suffix):
     assert result.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-5)
 
 
+def test_many_images_in_chunks_score_as_plain_predict(tmp_path):
+    """More images than one chunk, the last one partial: the chunked path
+    gives what plain Keras gives for the whole set."""
+    path = tmp_path / "notebook.h5"
+    model = notebook_model()
+    model.save(path)
+    images = np.random.default_rng(1).integers(0, 256, (45, 32, 32, 3), dtype=np.uint8)
+    probs = Classifier(path).predict_arrays(images, batch_size=16)
+    expected = model.predict(images.astype("float32") / 255, verbose=0)
+    assert probs.shape == (45, 10)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_class_names_travel_inside_the_file(tmp_path, suffix):
     path = tmp_path / f"app{suffix}"
