@@ -93,6 +93,30 @@ def param_counts(model: keras.Model) -> dict[str, int]:
     return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
 
 
+def multiply_accumulates(model: keras.Model) -> int:
+    """Multiply-accumulates of one image's forward pass through the
+    convolutions and dense layers (nested models included), the work a
+    training step grows with; the other layers cost little beside them.
+    A layer whose output shape is unknown (a subclassed model) counts 0."""
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            total += multiply_accumulates(layer)
+            continue
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            continue
+        try:
+            outputs = math.prod(int(n) for n in layer.output.shape[1:])
+        except (AttributeError, ValueError, TypeError):
+            continue
+        kh_kw_in = math.prod(int(n) for n in kernel.shape[:-1])  # Dense: the inputs; Conv2D: kh * kw * inputs/groups
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh_kw_in = math.prod(int(n) for n in kernel.shape[:2])  # each output reads one input channel
+        total += outputs * kh_kw_in
+    return total
+
+
 def estimate_param_counts(
     cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int
 ) -> dict[str, int]:

@@ -17,7 +17,7 @@ from engine.events import Listener
 from engine.fastpaths import batch_norm_layers, fused_batch_norm
 from engine.pipeline import ShuffledBatches, batches_per_pass, training_stream
 from engine.runs import RunStore
-from engine.training import SpeedSettings, Trainer, steps_per_call
+from engine.training import SpeedSettings, Trainer, auto_steps_per_execution, steps_per_call
 from toydata import toy_config, toy_dataset
 
 HERE = Path(__file__).parent
@@ -30,6 +30,19 @@ def test_steps_per_call_divides_the_epoch():
     assert steps_per_call(1407, 50) == 21  # 1407 = 3 * 7 * 67
     assert steps_per_call(10, 64) == 10
     assert steps_per_call(7, 1) == 1
+
+
+def test_the_work_of_a_step_sets_how_many_steps_a_call_runs():
+    from engine import models
+    from engine.config import ModelConfig
+
+    model = models.build_model(ModelConfig(architecture="simcnn"), (32, 32, 3), 10)
+    # conv1 30*30*32 outputs of 3*3*3 inputs, conv2 13*13*64 of 3*3*32, conv3 4*4*64 of 3*3*64, dense 1024*64 + 64*10
+    expected = 30 * 30 * 32 * 27 + 13 * 13 * 64 * 288 + 4 * 4 * 64 * 576 + 1024 * 64 + 64 * 10
+    assert models.multiply_accumulates(model) == expected == 4_548_608
+    assert auto_steps_per_execution(expected, 32, most=50) == 50  # small steps: as many as allowed
+    assert auto_steps_per_execution(expected, 256, most=50) == 7
+    assert auto_steps_per_execution(3_858_551_808, 64, most=50) == 1  # ResNet50 at 224: one step is plenty
 
 
 def stream_labels(stream, batches):
