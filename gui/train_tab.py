@@ -123,8 +123,10 @@ class MetricPlot(pg.PlotWidget):
             return
         self._batch_shown = len(self._batch_y)
         self.batch_curve.setData(self._batch_x, self._batch_y)
-        for value in (min(new), max(new)):
-            self._include(value)
+        shown = [value for value in new if value == value]  # NaN has no place on the axis
+        if shown:
+            self._include(min(shown))
+            self._include(max(shown))
 
     def _include(self, value: float) -> None:
         """Grow the y axis to show value, with room to spare, if it is outside."""
