@@ -45,6 +45,7 @@ BATCH = 32
 LEARNING_RATE = 0.01
 TABLE1_STEPS = 550
 
+BF16_SPEC = {"precision": "mixed_bfloat16"}  # a lever, and a side of its own with --with-bf16
 ENGINE_LEVERS = {
     "engine": {},
     "engine, arrays to fit (no input stream)": {"stream": False},
@@ -57,7 +58,7 @@ ENGINE_LEVERS = {
     "engine, 1 intra-op thread": {"intra_op": 1},
     "engine, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
     "engine, oneDNN work on the calling thread too": {"env": {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "true"}},
-    "engine, mixed_bfloat16 (bf16 math, not the same)": {"precision": "mixed_bfloat16"},
+    "engine, mixed_bfloat16 (bf16 math, not the same)": BF16_SPEC,
 }
 PLAIN_LEVERS = {
     "plain": {},
@@ -242,13 +243,10 @@ def summary(results: list[dict], names: list[str], reference: str) -> str:
                         "best / best", f"CPU / {reference}", "train acc", "held-out acc"])
 
 
-BF16 = "engine, mixed_bfloat16"
-
-
 def compare(args, base: dict) -> None:
     sides = {"plain": {}, "engine": {}}
     if args.with_bf16:
-        sides[BF16] = {"precision": "mixed_bfloat16"}
+        sides["engine, mixed_bfloat16"] = BF16_SPEC
     results = []
     for pair in range(args.pairs):
         seeded = {**base, "seed": pair}
