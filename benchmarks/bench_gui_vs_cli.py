@@ -1,19 +1,25 @@
 """The window does not slow training: the same run from the GUI and the CLI.
 
-Usage: python benchmarks/bench_gui_vs_cli.py [--data FOLDER] [--pairs 2] [--epochs 2] [--steps 550]
+Usage: python benchmarks/bench_gui_vs_cli.py [--data FOLDER] [--rounds 8] [--steps 550]
+       python benchmarks/bench_gui_vs_cli.py --fresh [--pairs 2] [--epochs 2]
 
 SimCNN with the Paper Table 1 settings on the 50,000 real images (45,000
 for training), 550 steps per epoch. "cli" is `main.py train` (the Trainer
-with the console listener) in a fresh process; "gui" is the main window on
-Qt's offscreen platform, its panels set to the same settings and its Train
-path used (worker thread, Trainer, events re-emitted as Qt signals, live
-curves). They are alternated (cli, gui, cli, gui, ...), each in a fresh
-process; each reports the epoch times the Trainer measured
+with the console listener); "gui" is the main window on Qt's offscreen
+platform, its panels set to the same settings and its Train path used
+(worker thread, Trainer, events re-emitted as Qt signals, live curves).
+
+By default both run at once, each in its own process, and take turns one
+epoch at a time (cli, gui, then gui, cli, ...): each waits at the end of an
+epoch, its window still live, while the other runs one. Epochs seconds
+apart are compared, so the machine's drift over minutes weighs on both
+sides alike. With --fresh whole runs are alternated instead, each in a
+fresh process. Each reports the epoch times the Trainer measured
 (EpochEnded.epoch_seconds) and the CPU seconds the whole process used in
 each epoch (all threads, the window's included). The first epoch traces the
-graph, so the ratios are taken on the later epochs (the median, and the
-best trial of each side, which a busy machine disturbs least). On a shared
-machine the CPU ratio varies less than the wall-time one.
+graph, so the ratios are taken on the later epochs: the median of the
+per-round ratios, the ratio of the medians, and the best epoch of each side
+(which a busy machine disturbs least).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import ROOT, find_images, load_images, machine, median, report, run_in_subprocess, spread, table  # noqa: E402
+from common import (ROOT, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
+                    run_in_subprocess, spread, table)
 
 def record_epochs() -> dict[str, list[float]]:
     """Wall and CPU seconds of this process in each epoch, taken where the
@@ -45,8 +52,10 @@ def record_epochs() -> dict[str, list[float]]:
 
     def on_epoch_end(self, epoch, logs=None):
         keras_end(self, epoch, logs)
-        times["epochs"].append(time.monotonic() - started["wall"])
-        times["cpu"].append(time.process_time() - started["cpu"])
+        wall, cpu = time.monotonic() - started["wall"], time.process_time() - started["cpu"]
+        times["epochs"].append(wall)
+        times["cpu"].append(cpu)
+        epoch_turn({"wall": wall, "cpu": cpu})  # with --rounds: wait here while the other path runs an epoch
 
     EpochRecorder.on_epoch_begin, EpochRecorder.on_epoch_end = on_epoch_begin, on_epoch_end
     return times
@@ -121,21 +130,33 @@ def trial(spec: dict) -> None:
     report(cli_trial(spec) if spec["side"] == "cli" else gui_trial(spec))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
-    parser.add_argument("--pairs", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=550)
-    parser.add_argument("--background-nice", type=int,
-                        help="override gui.worker.BACKGROUND_NICE in the GUI runs (to see what it costs)")
-    parser.add_argument("--trial", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.trial:
-        trial(json.loads(args.trial))
-        return
-    folder = find_images(args.data)
-    load_images(folder)  # fill the cache outside the measurements
+def compare_interleaved(args, folder: str) -> None:
+    """Both paths live at once, alternated epoch by epoch (common.interleave)."""
+    specs = {side: {"side": side, "data": folder, "epochs": args.rounds + 1, "steps": args.steps,
+                    "background_nice": args.background_nice} for side in ("cli", "gui")}
+    print(f"{args.rounds} rounds of one epoch per path, after each path's first epoch (graph tracing)", flush=True)
+    results = interleave(__file__, specs, args.rounds)
+
+    def figures(side, key):
+        return [record[key] for record in results[side]["epoch_records"][1:]]
+
+    cli_wall, cli_cpu = figures("cli", "wall"), figures("cli", "cpu")
+    rows = []
+    for side in ("cli", "gui"):
+        wall, cpu = figures(side, "wall"), figures(side, "cpu")
+        rows.append([side, len(wall), median(wall), min(wall), median(cpu),
+                     median(w / c for w, c in zip(wall, cli_wall)), median(wall) / median(cli_wall),
+                     min(wall) / min(cli_wall), median(cpu) / median(cli_cpu),
+                     max(figures(side, "cpu_while_paused"))])
+    print(f"\nSimCNN Paper Table 1, {args.steps} steps per epoch, epochs alternated in one run, {machine()}")
+    print(table(rows, ["path", "epochs", "epoch s", "best s", "CPU s", "per-round ratio", "median / median",
+                       "best / best", "CPU / cli", "most CPU s while paused"]))
+    per_round = [g / c for g, c in zip(figures("gui", "wall"), cli_wall)]
+    print("gui / cli per round (wall): " + ", ".join(f"{r:.3f}" for r in per_round) + spread(per_round))
+
+
+def compare_fresh(args, folder: str) -> None:
+    """Whole runs alternated, each in a fresh process."""
     results = []
     for pair in range(args.pairs):
         for side in ("cli", "gui"):
@@ -159,6 +180,29 @@ def main() -> None:
     print(f"gui / cli, steady epoch wall: median {ratio:.3f}, best {best:.3f}; per pair "
           + ", ".join(f"{p:.3f}" for p in pairs) + spread(pairs))
     print(f"gui / cli, steady epoch CPU seconds (all threads, the window's included): median {cpu:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="epochs per path alternated in one live process each (the default comparison)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="instead: whole runs alternated, each in a fresh process (--pairs of them)")
+    parser.add_argument("--pairs", type=int, default=2, help="with --fresh: cli/gui pairs")
+    parser.add_argument("--epochs", type=int, default=2, help="with --fresh: epochs per run")
+    parser.add_argument("--steps", type=int, default=550)
+    parser.add_argument("--background-nice", type=int,
+                        help="override gui.worker.BACKGROUND_NICE in the GUI runs (to see what it costs)")
+    parser.add_argument("--trial", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        trial(json.loads(args.trial))
+        return
+    folder = find_images(args.data)
+    load_images(folder)  # fill the cache outside the measurements
+    (compare_fresh if args.fresh else compare_interleaved)(args, folder)
+
 
 if __name__ == "__main__":
     main()

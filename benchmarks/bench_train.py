@@ -1,10 +1,11 @@
 """Training speed: the engine's Trainer against a plain Keras script.
 
 Usage:
-    python benchmarks/bench_train.py [--data FOLDER] [--pairs 3] [--epochs 2]
+    python benchmarks/bench_train.py [--data FOLDER] [--rounds 8]
     python benchmarks/bench_train.py --full-epoch      # 1,407 steps: all 45,000 images
-    python benchmarks/bench_train.py --levers          # each speed lever on its own
     python benchmarks/bench_train.py --with-bf16       # and the engine in mixed bfloat16
+    python benchmarks/bench_train.py --fresh [--pairs 3] [--epochs 2]   # whole trials alternated
+    python benchmarks/bench_train.py --levers          # each speed lever on its own
 
 SimCNN with the Paper Table 1 settings (batch 32, SGD lr 0.01, 550 steps per
 epoch, 1 validation step) on the 50,000 real CIFAR-10 JPEGs, 45,000 for
@@ -14,14 +15,22 @@ shuffle=True)`. "engine" is engine.training.Trainer with the preset, its
 callbacks (progress, CSV history, best-model checkpoint, run store) and its
 own input stream, as the GUI and the CLI run it.
 
-The two are alternated (plain, engine, plain, engine, ...), each trial in a
-fresh process. Epoch time is the time from the start of fit (or the end of
-the previous epoch) to the end of the epoch, validation and the engine's
-checkpointing included; the first epoch also traces the graph, so the ratio
-is taken on the later ("steady") epochs: the median, and the best (least
-disturbed) trial of each side. CPU seconds (all threads) are shown too: on a
-busy machine they vary less than wall time. Accuracy is measured
-on the whole held-out split after training, for both, to show the same math.
+By default each side trains in its own live process and they take turns
+one epoch at a time (plain, engine, then engine, plain, ...; each waits at
+the end of an epoch while the other runs one), so epochs seconds apart are
+compared and the machine's drift over minutes weighs on both alike. Plain
+Keras' input runs out every third epoch of 550 steps, which then ends
+early: those rounds are left out. With --fresh, whole trials are alternated
+instead (plain, engine, plain, engine, ...), each in a fresh process.
+
+Epoch time runs from the start of fit (or the end of the previous epoch, or
+the side's next turn) to the end of the epoch, validation and the engine's
+checkpointing included; the first epoch also traces the graph, so the
+ratios are taken on the later ("steady") epochs: the median of the
+per-round ratios, the ratio of the medians, and the best (least disturbed)
+epoch of each side. CPU seconds (all threads) are shown too. Accuracy is
+measured on the whole held-out split after training, for both, to show the
+same math.
 
 --levers runs the engine with one lever changed at a time, round robin with
 the full engine, and the plain script with one thing changed (input dtype,
@@ -39,7 +48,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import find_images, load_images, machine, median, report, run_in_subprocess, spread, table  # noqa: E402
+from common import (epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
+                    run_in_subprocess, spread, table)
 
 BATCH = 32
 LEARNING_RATE = 0.01
@@ -73,25 +83,29 @@ PLAIN_LEVERS = {
 
 
 class EpochClock:
-    """Wall and CPU seconds at the end of each epoch, from the start of fit."""
+    """Wall and CPU seconds (and training steps) of each epoch: from the
+    start of fit or the end of the previous epoch (in an interleaved run,
+    from this process's next turn) to the end of the epoch."""
 
     def __init__(self):
-        self.start_wall = self.start_cpu = 0.0
+        self.mark_wall = self.mark_cpu = 0.0
         self.wall: list[float] = []
         self.cpu: list[float] = []
+        self.steps: list[int | None] = []
 
     def start(self):
-        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
+        self.mark_wall, self.mark_cpu = time.perf_counter(), time.process_time()
 
-    def tick(self):
-        self.wall.append(time.perf_counter() - self.start_wall)
-        self.cpu.append(time.process_time() - self.start_cpu)
+    def tick(self, steps: int | None = None):
+        wall, cpu = time.perf_counter() - self.mark_wall, time.process_time() - self.mark_cpu
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+        self.steps.append(steps)
+        epoch_turn({"wall": wall, "cpu": cpu, "steps": steps})
+        self.start()
 
     def epochs(self) -> tuple[list[float], list[float]]:
-        def gaps(marks):
-            return [b - a for a, b in zip([0.0] + marks[:-1], marks)]
-
-        return gaps(self.wall), gaps(self.cpu)
+        return self.wall, self.cpu
 
 
 def set_threads(spec: dict) -> None:
@@ -137,8 +151,12 @@ def plain_trial(spec: dict, data) -> dict:
     clock = EpochClock()
 
     class Clock(keras.callbacks.Callback):
+        done = 0
+
         def on_epoch_end(self, epoch, logs=None):
-            clock.tick()
+            steps = int(self.model.optimizer.iterations.numpy())
+            clock.tick(steps - Clock.done)
+            Clock.done = steps
 
     class PerBatch(keras.callbacks.Callback):
         """What a hand-written progress callback usually is: reads the logs
@@ -180,20 +198,24 @@ def engine_trial(spec: dict, data, folder: str) -> dict:
 
     class Timing(Listener):
         last_logs: dict = {}
+        trainer = None
+        done = 0
 
         def on_stage(self, event):
             if event.stage == "train":
                 clock.start()
 
         def on_epoch_ended(self, event):
-            clock.tick()
             Timing.last_logs = event.logs
+            steps = int(Timing.trainer.model.optimizer.iterations.numpy())
+            clock.tick(steps - Timing.done)
+            Timing.done = steps
 
         def on_log(self, text):
             print(text, file=sys.stderr)
 
     with tempfile.TemporaryDirectory() as folder_for_runs:
-        trainer = Trainer(config, Timing(), RunStore(folder_for_runs), dataset=data, speed=speed)
+        trainer = Timing.trainer = Trainer(config, Timing(), RunStore(folder_for_runs), dataset=data, speed=speed)
         result = trainer.run()
         if result.status != "finished":
             raise SystemExit(f"engine run {result.status}: {result.reason}")
@@ -266,6 +288,49 @@ def compare(args, base: dict) -> None:
     print(f"parameters: {', '.join(str(p) for p in sorted(params))} (the same model on both sides)")
 
 
+def compare_interleaved(args, base: dict) -> None:
+    """One live process per side, alternated epoch by epoch (common.interleave)."""
+    sides = {"plain": {"side": "plain"}, "engine": {"side": "engine"}}
+    if args.with_bf16:
+        sides["engine, mixed_bfloat16"] = {"side": "engine", **BF16_SPEC}
+    specs = {name: {**base, **spec, "seed": 0, "epochs": args.rounds + 1} for name, spec in sides.items()}
+    print(f"{args.rounds} rounds of one epoch per side, after each side's first epoch (graph tracing)", flush=True)
+    results = interleave(__file__, specs, args.rounds)
+    steps = base["steps"] or 1407
+    # Plain Keras ends every third epoch of 550 steps early (its input runs
+    # out): those rounds are left out rather than compared per step.
+    full = [all(results[name]["epoch_records"][r]["steps"] == steps for name in sides)
+            for r in range(1, args.rounds + 1)]
+    rounds = [r for r, ok in zip(range(1, args.rounds + 1), full) if ok]
+
+    def walls(name):
+        return [results[name]["epoch_records"][r]["wall"] for r in rounds]
+
+    def cpus(name):
+        return [results[name]["epoch_records"][r]["cpu"] for r in rounds]
+
+    plain_wall, plain_cpu = walls("plain"), cpus("plain")
+    rows = []
+    for name in sides:
+        wall, cpu = walls(name), cpus(name)
+        per_round = [w / p for w, p in zip(wall, plain_wall)]
+        rows.append([name, len(wall), median(wall), min(wall), median(cpu), median(per_round),
+                     median(wall) / median(plain_wall), min(wall) / min(plain_wall), median(cpu) / median(plain_cpu),
+                     results[name]["train_accuracy"], results[name]["val_accuracy"]])
+    print(f"\nSimCNN, batch {BATCH}, SGD lr {LEARNING_RATE}, {steps} steps per epoch, epochs alternated in one run, "
+          f"{machine()}")
+    left_out = args.rounds - len(rounds)
+    if left_out:
+        print(f"({left_out} of {args.rounds} rounds left out: plain Keras' input ran out and ended that epoch early)")
+    print(table(rows, ["run", "epochs", "epoch s", "best s", "CPU s", "per-round ratio", "median / median",
+                       "best / best", "CPU / plain", "train acc", "held-out acc"]))
+    for name in list(sides)[1:]:
+        per_round = [w / p for w, p in zip(walls(name), plain_wall)]
+        print(f"{name} / plain per round (wall): " + ", ".join(f"{r:.3f}" for r in per_round) + spread(per_round))
+    print(f"parameters: {', '.join(str(p) for p in sorted({r['params'] for r in results.values()}))} "
+          "(the same model on both sides)")
+
+
 def levers(args, base: dict) -> None:
     groups = [list(ENGINE_LEVERS), list(PLAIN_LEVERS)]
     chosen = [g for g in groups if not args.only or any(args.only in name for name in g)]
@@ -287,7 +352,11 @@ def levers(args, base: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
-    parser.add_argument("--pairs", type=int, default=3, help="plain/engine pairs (rounds with --levers)")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="epochs per side alternated in one live process each (the default comparison)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="instead: whole trials alternated, each in a fresh process (--pairs of them)")
+    parser.add_argument("--pairs", type=int, default=3, help="with --fresh: plain/engine pairs; rounds with --levers")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (the first traces the graph)")
     parser.add_argument("--full-epoch", action="store_true", help="every image once per epoch (1,407 steps)")
     parser.add_argument("--steps", type=int, default=TABLE1_STEPS, help="steps per epoch (Paper Table 1: 550)")
@@ -305,9 +374,9 @@ def main() -> None:
     data = load_images(folder)
     print(f"{len(data.y_train)} training and {len(data.y_val)} held-out images", flush=True)
     base = {"data": folder, "epochs": args.epochs, "steps": 0 if args.full_epoch else args.steps}
-    if args.epochs > 2 and not args.full_epoch:
+    if (args.fresh or args.levers) and args.epochs > 2 and not args.full_epoch:
         print("note: plain Keras ends every third epoch of 550 steps early (its input runs out at 1,407 batches)")
-    (levers if args.levers else compare)(args, base)
+    (levers if args.levers else compare if args.fresh else compare_interleaved)(args, base)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpg-tra
 CANDIDATES = ("/tmp/cifar10-jpg/train", os.path.expanduser("~/cifar10-jpg/train"))
 UNPACK_HINT = "tar xzf ../shared/data/cifar10-jpg-train.tar.gz -C /tmp"
 RESULT_MARK = "RESULT "
+EPOCH_MARK = "EPOCH "
+INTERLEAVE_ENV = "CIFAR_STUDIO_BENCH_INTERLEAVE"
 
 
 def generated_folder(root: Path, per_class: int = 300) -> Path:
@@ -79,6 +81,104 @@ def run_in_subprocess(script: str, spec: dict, env: dict | None = None, timeout:
     result = json.loads(lines[-1][len(RESULT_MARK):])
     result["process_seconds"] = time.monotonic() - started
     return result
+
+
+class LiveTrial:
+    """One side of an interleaved comparison: a trial in its own process that
+    stops at the end of each epoch until the parent says go.
+
+    Alternating whole trials (tens of seconds each) leaves the comparison at
+    the mercy of a shared machine's speed drifting over minutes; alternating
+    single epochs of two live processes compares epochs seconds apart, and
+    only one side runs at a time. The child side is `epoch_turn`.
+    """
+
+    def __init__(self, script: str, spec: dict, env: dict | None = None):
+        import tempfile
+
+        self.spec = spec
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, script, "--trial", json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.errors, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", INTERLEAVE_ENV: "1", **(env or {})})
+        self.epochs: list[dict] = []
+
+    def _read_until(self, mark: str) -> dict:
+        for line in self.process.stdout:
+            if mark in line:  # after a console progress line's carriage returns, say
+                return json.loads(line.split(mark, 1)[1])
+        self.process.wait()
+        self.errors.seek(0)
+        sys.stderr.write(self.errors.read()[-5000:])
+        raise SystemExit(f"trial {self.spec} ended early (exit {self.process.returncode})")
+
+    def next_epoch(self) -> dict:
+        """Wait for the epoch in progress to end (the first one: started with the process)."""
+        epoch = self._read_until(EPOCH_MARK)
+        self.epochs.append(epoch)
+        return epoch
+
+    def go(self) -> dict:
+        """Run one more epoch, alone, and return its figures."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        return self.next_epoch()
+
+    def finish(self) -> dict:
+        """Let the trial end after its last epoch; its RESULT, with every epoch."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.close()
+        result = self._read_until(RESULT_MARK)
+        self.process.wait()
+        result["epoch_records"] = self.epochs
+        return result
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def interleave(script: str, sides: dict[str, dict], rounds: int, env: dict | None = None) -> dict[str, dict]:
+    """Run each side's trial (`rounds` + 1 epochs) in its own live process,
+    one epoch at a time: the first epochs (graph tracing) one after the
+    other, then rounds of one epoch each, the order reversed every round
+    (A B, B A, ...) so a drift in the machine's speed weighs on both."""
+    live = {}
+    try:
+        for name, spec in sides.items():
+            live[name] = LiveTrial(script, spec, env)
+            live[name].next_epoch()
+        names = list(sides)
+        for number in range(rounds):
+            for name in (names if number % 2 == 0 else names[::-1]):
+                live[name].go()
+            print(f"  round {number + 1} of {rounds}: " + ", ".join(
+                f"{name} {live[name].epochs[-1]['wall']:.2f} s" for name in names), flush=True)
+        return {name: trial.finish() for name, trial in live.items()}
+    finally:  # one side failed (or Ctrl+C): the other must not wait for its turn forever
+        for trial in live.values():
+            trial.kill()
+
+
+_paused_cpu = [0.0]
+
+
+def epoch_turn(record: dict) -> None:
+    """In a trial run by `interleave`: report this epoch and wait for the
+    parent's go (meanwhile the other side runs). Does nothing otherwise.
+
+    Each record also says how many CPU seconds this process used while it
+    waited before that epoch ("cpu_while_paused"): work that would have
+    slowed the other side's epoch, which should be close to nothing."""
+    if not os.environ.get(INTERLEAVE_ENV):
+        return
+    print("\n" + EPOCH_MARK + json.dumps({**record, "cpu_while_paused": _paused_cpu[0]}), flush=True)
+    paused = time.process_time()
+    if not sys.stdin.readline():
+        raise SystemExit("the benchmark's parent process went away")
+    _paused_cpu[0] = time.process_time() - paused
 
 
 def report(result: dict) -> None:
