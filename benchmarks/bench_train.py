@@ -316,6 +316,7 @@ def compare_interleaved(args, base: dict) -> None:
         per_round = [w / p for w, p in zip(wall, plain_wall)]
         rows.append([name, len(wall), median(wall), min(wall), median(cpu), median(per_round),
                      median(wall) / median(plain_wall), min(wall) / min(plain_wall), median(cpu) / median(plain_cpu),
+                     max(record["cpu_while_paused"] for record in results[name]["epoch_records"][1:]),
                      results[name]["train_accuracy"], results[name]["val_accuracy"]])
     print(f"\nSimCNN, batch {BATCH}, SGD lr {LEARNING_RATE}, {steps} steps per epoch, epochs alternated in one run, "
           f"{machine()}")
@@ -323,7 +324,7 @@ def compare_interleaved(args, base: dict) -> None:
     if left_out:
         print(f"({left_out} of {args.rounds} rounds left out: plain Keras' input ran out and ended that epoch early)")
     print(table(rows, ["run", "epochs", "epoch s", "best s", "CPU s", "per-round ratio", "median / median",
-                       "best / best", "CPU / plain", "train acc", "held-out acc"]))
+                       "best / best", "CPU / plain", "most CPU s while paused", "train acc", "held-out acc"]))
     for name in list(sides)[1:]:
         per_round = [w / p for w, p in zip(walls(name), plain_wall)]
         print(f"{name} / plain per round (wall): " + ", ".join(f"{r:.3f}" for r in per_round) + spread(per_round))
