@@ -358,7 +358,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="instead: whole trials alternated, each in a fresh process (--pairs of them)")
     parser.add_argument("--pairs", type=int, default=3, help="with --fresh: plain/engine pairs; rounds with --levers")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (the first traces the graph)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="with --fresh or --levers: epochs per trial (the first traces the graph)")
     parser.add_argument("--full-epoch", action="store_true", help="every image once per epoch (1,407 steps)")
     parser.add_argument("--steps", type=int, default=TABLE1_STEPS, help="steps per epoch (Paper Table 1: 550)")
     parser.add_argument("--levers", action="store_true", help="measure each lever on its own")
