@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (ROOT, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
+from common import (ROOT, add_interleave_arguments, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
                     run_in_subprocess, spread, table)
 
 def record_epochs() -> dict[str, list[float]]:
@@ -185,11 +185,7 @@ def compare_fresh(args, folder: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
-    parser.add_argument("--rounds", type=int, default=8,
-                        help="epochs per path alternated in one live process each (the default comparison)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="instead: whole runs alternated, each in a fresh process (--pairs of them)")
-    parser.add_argument("--pairs", type=int, default=2, help="with --fresh: cli/gui pairs")
+    add_interleave_arguments(parser, pairs=2, pairs_help="cli/gui pairs")
     parser.add_argument("--epochs", type=int, default=2, help="with --fresh: epochs per run")
     parser.add_argument("--steps", type=int, default=550)
     parser.add_argument("--background-nice", type=int,

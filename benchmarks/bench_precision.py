@@ -114,19 +114,20 @@ def main() -> None:
     if args.trial:
         trial(json.loads(args.trial))
         return
-    if args.precisions:
-        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    else:
-        precisions = ["float32", "mixed_float16" if _parent_sees_gpu() else "mixed_bfloat16"]
-    results: dict[str, list[dict]] = {p: [] for p in precisions}
+    # Without --precisions: float32, then the mixed policy for the device
+    # float32 trained on (known after its first run).
+    precisions = [p.strip() for p in (args.precisions or "float32").split(",") if p.strip()]
+    results: dict[str, list[dict]] = {}
     for number in range(args.repeat):
         print(f"round {number + 1} of {args.repeat}", flush=True)
-        for precision in precisions:
+        for precision in precisions:  # the mixed one appended below runs in this round too
             spec = {"precision": precision, "batch": args.batch, "steps": args.steps, "whole": args.whole}
             result = run_in_subprocess(__file__, spec)
-            results[precision].append(result)
+            results.setdefault(precision, []).append(result)
             print(f"  {precision}: epochs {', '.join(f'{s:.2f}' for s in result['epochs'])} s, "
                   f"{result['images_per_second']:.1f} images/s on {result['device']}", flush=True)
+            if not args.precisions and len(precisions) == 1:
+                precisions.append("mixed_bfloat16" if result["device"] == "CPU" else "mixed_float16")
     first = next(iter(results.values()))[0]
     reference = median(r["images_per_second"] for r in results[precisions[0]])
     rows = [[p, len(rs), median(r["images_per_second"] for r in rs), max(r["images_per_second"] for r in rs),
@@ -135,16 +136,6 @@ def main() -> None:
     print(f"\nResNet50 at 224x224, {base}, batch {args.batch}, {args.steps} timed steps, "
           f"backend {first['backend']}, device {first['device']}, {machine()}")
     print(table(rows, ["precision", "runs", "images/s", "best images/s", f"against {precisions[0]}"]))
-
-
-def _parent_sees_gpu() -> bool:
-    """Whether the backend finds a GPU, asked without starting Keras here."""
-    import subprocess
-
-    probe = "import sys; sys.path.insert(0, %r); import bench_precision as b; print('GPU' if b.accelerator() else 'CPU')"
-    out = subprocess.run([sys.executable, "-c", probe % os.path.dirname(os.path.abspath(__file__))],
-                         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    return out.stdout.strip().endswith("GPU")
 
 
 if __name__ == "__main__":

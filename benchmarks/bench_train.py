@@ -48,7 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
+from common import (add_interleave_arguments, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
                     run_in_subprocess, spread, table)
 
 BATCH = 32
@@ -353,11 +353,7 @@ def levers(args, base: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="folder of the 50,000 JPEGs (default: /tmp/cifar10-jpg/train)")
-    parser.add_argument("--rounds", type=int, default=8,
-                        help="epochs per side alternated in one live process each (the default comparison)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="instead: whole trials alternated, each in a fresh process (--pairs of them)")
-    parser.add_argument("--pairs", type=int, default=3, help="with --fresh: plain/engine pairs; rounds with --levers")
+    add_interleave_arguments(parser, pairs=3, pairs_help="plain/engine pairs; rounds with --levers")
     parser.add_argument("--epochs", type=int, default=2,
                         help="with --fresh or --levers: epochs per trial (the first traces the graph)")
     parser.add_argument("--full-epoch", action="store_true", help="every image once per epoch (1,407 steps)")

@@ -140,6 +140,16 @@ class LiveTrial:
             self.process.wait()
 
 
+def add_interleave_arguments(parser, pairs: int, pairs_help: str) -> None:
+    """--rounds (the default, epoch-interleaved comparison) and --fresh/--pairs
+    (whole trials alternated, each in a fresh process)."""
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="epochs per side alternated in one live process each (the default comparison)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="instead: whole trials alternated, each in a fresh process (--pairs of them)")
+    parser.add_argument("--pairs", type=int, default=pairs, help=f"with --fresh: {pairs_help}")
+
+
 def interleave(script: str, sides: dict[str, dict], rounds: int, env: dict | None = None) -> dict[str, dict]:
     """Run each side's trial (`rounds` + 1 epochs) in its own live process,
     one epoch at a time: the first epochs (graph tracing) one after the
