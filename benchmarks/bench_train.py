@@ -6,6 +6,7 @@ Usage:
     python benchmarks/bench_train.py --with-bf16       # and the engine in mixed bfloat16
     python benchmarks/bench_train.py --fresh [--pairs 3] [--epochs 2]   # whole trials alternated
     python benchmarks/bench_train.py --levers          # each speed lever on its own
+    python benchmarks/bench_train.py --also spin       # and levers as interleaved sides of their own
 
 SimCNN with the Paper Table 1 settings (batch 32, SGD lr 0.01, 550 steps per
 epoch, 1 validation step) on the 50,000 real CIFAR-10 JPEGs, 45,000 for
@@ -59,6 +60,8 @@ BF16_SPEC = {"precision": "mixed_bfloat16"}  # a lever, and a side of its own wi
 ENGINE_LEVERS = {
     "engine": {},
     "engine, arrays to fit (no input stream)": {"stream": False},
+    "engine, tf.data gathers each batch (no gather in the step)": {"gather": False},
+    "engine, idle threads spin (TensorFlow's default)": {"env": {"CIFAR_STUDIO_THREAD_SPINNING": "on"}},
     "engine, Keras batch norm (no fused kernel)": {"fused": False},
     "engine, neither stream nor fused batch norm": {"stream": False, "fused": False},
     "engine, one step per call (steps_per_execution 1)": {"spe": 1},
@@ -192,7 +195,8 @@ def engine_trial(spec: dict, data, folder: str) -> dict:
     t.epochs, t.steps_per_epoch, t.seed = spec["epochs"], spec["steps"], spec["seed"]
     t.steps_per_execution = spec.get("spe", 0)  # 0: the engine's automatic choice (50 for SimCNN at batch 32)
     t.precision = spec.get("precision", "float32")
-    speed = SpeedSettings(stream_input=spec.get("stream", True), fused_batch_norm=spec.get("fused", True),
+    speed = SpeedSettings(stream_input=spec.get("stream", True), gather_in_step=spec.get("gather", True),
+                          fused_batch_norm=spec.get("fused", True),
                           jit_compile=spec.get("jit", "auto"))
     clock = EpochClock()
 
@@ -226,6 +230,7 @@ def engine_trial(spec: dict, data, folder: str) -> dict:
 
 
 def trial(spec: dict) -> None:
+    os.environ.update(spec.get("env", {}))  # an interleaved side's environment, before TensorFlow starts
     set_threads(spec)
     data = load_images(spec["data"])
     result = plain_trial(spec, data) if spec["side"] == "plain" else engine_trial(spec, data, spec["data"])
@@ -293,6 +298,10 @@ def compare_interleaved(args, base: dict) -> None:
     sides = {"plain": {"side": "plain"}, "engine": {"side": "engine"}}
     if args.with_bf16:
         sides["engine, mixed_bfloat16"] = {"side": "engine", **BF16_SPEC}
+    for wanted in args.also or []:
+        for name, spec in {**ENGINE_LEVERS, **PLAIN_LEVERS}.items():
+            if wanted in name and name not in ("plain", "engine"):
+                sides[name] = {"side": "plain" if name.startswith("plain") else "engine", **spec}
     specs = {name: {**base, **spec, "seed": 0, "epochs": args.rounds + 1} for name, spec in sides.items()}
     print(f"{args.rounds} rounds of one epoch per side, after each side's first epoch (graph tracing)", flush=True)
     results = interleave(__file__, specs, args.rounds)
@@ -328,6 +337,12 @@ def compare_interleaved(args, base: dict) -> None:
     for name in list(sides)[1:]:
         per_round = [w / p for w, p in zip(walls(name), plain_wall)]
         print(f"{name} / plain per round (wall): " + ", ".join(f"{r:.3f}" for r in per_round) + spread(per_round))
+    for name in list(sides)[2:]:
+        if sides[name]["side"] == "engine":
+            per_round = [w / e for w, e in zip(walls(name), walls("engine"))]
+            cpu = [c / e for c, e in zip(cpus(name), cpus("engine"))]
+            print(f"{name} / engine per round: wall median {median(per_round):.3f}, CPU median {median(cpu):.3f}; "
+                  + ", ".join(f"{r:.3f}" for r in per_round))
     print(f"parameters: {', '.join(str(p) for p in sorted({r['params'] for r in results.values()}))} "
           "(the same model on both sides)")
 
@@ -362,6 +377,9 @@ def main() -> None:
     parser.add_argument("--with-bf16", action="store_true",
                         help="also the engine with training.precision=mixed_bfloat16 (bf16 math: not the same)")
     parser.add_argument("--only", help="with --levers: only the levers whose name contains this")
+    parser.add_argument("--also", action="append", metavar="TEXT",
+                        help="interleaved: also the levers whose name contains TEXT, as sides of their own "
+                             "(e.g. --also spin --also gathers)")
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:

@@ -91,6 +91,44 @@ def _fused_training_call(layer):
     return call
 
 
+@contextlib.contextmanager
+def wrapped_train_step(model, wrap):
+    """Inside the block, `model.train_step` is `wrap(the step it had)`.
+
+    Keras' own API for this is subclassing the model and overriding
+    train_step; the model here is a plain functional one (and is saved as
+    one), so its instance attribute is set for the duration of `fit` instead,
+    and blocks nest (the step gate around the stream's gather).
+    """
+    had_own = "train_step" in vars(model)
+    previous = model.train_step
+    model.train_step = wrap(previous)
+    try:
+        yield
+    finally:
+        if had_own:
+            model.train_step = previous
+        else:
+            del model.train_step
+        # Keras keeps the traced step for the next fit: drop it, so a later
+        # fit traces the model's own step again (and the images the gather
+        # captured are freed with it).
+        model.train_function = None
+
+
+def batch_from_feed(model, to_batch):
+    """Inside the block, each training step turns what the input feeds it into
+    its batch with `to_batch` (engine/pipeline.py's in-step gather), before
+    Keras' own train_step."""
+    if to_batch is None:
+        return contextlib.nullcontext()
+
+    def wrap(step):
+        return lambda data: step(to_batch(data))
+
+    return wrapped_train_step(model, wrap)
+
+
 class StepGate:
     """A stop request that reaches inside a multi-step call (TensorFlow).
 
@@ -116,22 +154,18 @@ class StepGate:
     def close(self) -> None:
         self.flag.assign(True)
 
-    @contextlib.contextmanager
     def guarding(self, model):
         import tensorflow as tf
 
-        keras_step = type(model).train_step.__get__(model)
+        def wrap(step):
+            def train_step(data):
+                # The training branch first: tracing it builds the metrics
+                # the other branch reads.
+                return tf.cond(tf.logical_not(self.flag), lambda: step(data), model.get_metrics_result)
 
-        def train_step(data):
-            # The training branch first: tracing it builds the metrics the
-            # other branch reads.
-            return tf.cond(tf.logical_not(self.flag), lambda: keras_step(data), model.get_metrics_result)
+            return train_step
 
-        model.train_step = train_step
-        try:
-            yield
-        finally:
-            del model.train_step
+        return wrapped_train_step(model, wrap)
 
 
 class FastPredictor:

@@ -201,6 +201,10 @@ def load_model_safely(path: str | Path):
     _check_container(path)
     import keras
 
+    from engine.system import prepare_tensorflow
+
+    prepare_tensorflow()
+
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds here; all mean "cannot open"

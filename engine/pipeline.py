@@ -11,16 +11,23 @@ Hand-written rather than passing the arrays to `model.fit`, for two reasons:
 - The images stay uint8 until the model's own Rescaling layer: a quarter of
   the memory traffic of float32 batches, and no float copy of the dataset.
 
-On TensorFlow the stream is a `tf.data` pipeline (the gather of a batch and
-the next shuffle run in tf.data's threads, ahead of the training step); on
-JAX and PyTorch it is a `keras.utils.PyDataset` read in order in the
-training thread (indexing 32 images from a numpy array takes microseconds).
-Imported when a run starts (it imports keras), like engine/callbacks.py.
+On TensorFlow the stream is a `tf.data` pipeline of batches of image
+indices, and the training step itself gathers its batch from the images
+(`Stream.to_batch`, run inside the step's graph): no tf.data function runs
+per batch and no batch crosses threads, which made SimCNN's epoch 1-3%
+shorter on 2 cores (benchmarks/bench_train.py --also gathers). Under a
+tf.distribute strategy the dataset is split across devices, so there
+tf.data gathers the batches itself. On JAX and PyTorch the stream is a
+`keras.utils.PyDataset` read in order in the training thread (indexing 32
+images from a numpy array takes microseconds). Imported when a run starts
+(it imports keras), like engine/callbacks.py.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -33,41 +40,74 @@ def batches_per_pass(count: int, batch_size: int) -> int:
     return math.ceil(count / batch_size)
 
 
-def training_stream(x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int):
-    """What `model.fit` takes as `x` (with `steps_per_epoch` set, no `y`).
+@dataclass
+class Stream:
+    """What `model.fit` takes as `x` (with `steps_per_epoch` set, no `y`), and,
+    where it yields image indices rather than batches, how the training step
+    turns one of its elements into (images, labels)."""
+
+    feed: Any
+    to_batch: Callable | None = None
+
+    def batches(self, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The first `count` batches as numpy arrays (for tests and checks)."""
+        if isinstance(self.feed, ShuffledBatches):
+            return [self.feed[i] for i in range(count)]
+        out = []
+        for element in self.feed.take(count):
+            images, labels = self.to_batch(element) if self.to_batch else element
+            out.append((images.numpy(), labels.numpy()))
+        return out
+
+
+def training_stream(x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int,
+                    gather_in_step: bool = True) -> Stream:
+    """The shuffled batches of (x, y), streamed forever.
 
     Each pass over the data is in a new seeded random order and ends with a
     partial batch when the count is not a multiple of the batch size, as
     Keras' own shuffling of arrays does, so the math is the same.
+    `gather_in_step` (TensorFlow): the step gathers its batch; false under a
+    distribution strategy.
     """
-    if keras.backend.backend() == "tensorflow":
-        return _tf_stream(x, y, batch_size, seed)
-    return ShuffledBatches(x, y, batch_size, steps_per_epoch, seed)
-
-
-def _tf_stream(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    if keras.backend.backend() != "tensorflow":
+        return Stream(ShuffledBatches(x, y, batch_size, steps_per_epoch, seed))
     import tensorflow as tf
 
-    count = len(y)
     images = tf.convert_to_tensor(x)
     labels = tf.convert_to_tensor(y)
+    indices = _tf_index_batches(len(y), batch_size, seed)
+    if gather_in_step:
+        return Stream(indices, lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+    batches = indices.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return Stream(_tf_options(batches.prefetch(PREFETCH_BATCHES)))
+
+
+def _tf_index_batches(count: int, batch_size: int, seed: int):
+    import tensorflow as tf
 
     # Each pass's order is a stateless function of (seed, pass number): the
     # same batches however many iterators Keras or tf.distribute open on the
     # dataset (a stateful shuffle gives the second iterator another order).
-    # The indices are shuffled, not the images, so no image is copied twice.
     def one_pass(number):
         order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, number])
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    batches = tf.data.Dataset.counter().flat_map(one_pass)
-    stream = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # No prefetch: it would hand each index batch across threads for nothing
+    # (one is sliced from the pass's order in microseconds); with a prefetch
+    # of 2 the epoch was no shorter (16 interleaved rounds).
+    return _tf_options(tf.data.Dataset.counter().flat_map(one_pass))
+
+
+def _tf_options(dataset):
+    import tensorflow as tf
+
     options = tf.data.Options()
     # As Keras' own array adapter: the default static rewrites cost a
     # serialization of the pipeline's graph at each start and buy nothing here.
     options.experimental_optimization.apply_default_optimizations = False
-    return stream.prefetch(PREFETCH_BATCHES).with_options(options)
+    return dataset.with_options(options)
 
 
 class ShuffledBatches(keras.utils.PyDataset):

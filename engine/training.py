@@ -34,13 +34,16 @@ class SpeedSettings:
     `model.fit`; benchmarks/bench_train.py turns each off to measure it.
 
     `stream_input`: batches from engine/pipeline.py (uint8, every epoch
-    exactly steps_per_epoch long) instead of the arrays themselves.
+    exactly steps_per_epoch long) instead of the arrays themselves;
+    `gather_in_step`: the stream feeds image indices and each training step
+    gathers its batch (TensorFlow without a distribution strategy).
     `fused_batch_norm`: engine/fastpaths.py's fused kernel while training
     (TensorFlow only). `jit_compile`: Keras' own "auto" uses XLA on GPUs and
     not on CPUs, where it made SimCNN several times slower here.
     """
 
     stream_input: bool = True
+    gather_in_step: bool = True
     fused_batch_norm: bool = True
     jit_compile: bool | str = "auto"
     # What `training.steps_per_execution = 0` (auto) means: on TensorFlow
@@ -86,6 +89,9 @@ def _keras():
     so the window can appear before TensorFlow has loaded."""
     import keras
 
+    from engine.system import prepare_tensorflow
+
+    prepare_tensorflow()
     return keras
 
 
@@ -178,7 +184,7 @@ class Trainer:
         ds = self.dataset
         keras = _keras()
         from engine.callbacks import EpochRecorder, ProgressCallback
-        from engine.fastpaths import StepGate, fused_batch_norm
+        from engine.fastpaths import StepGate, batch_from_feed, fused_batch_norm
         from engine.pipeline import training_stream
 
         if self.store is None:
@@ -217,8 +223,11 @@ class Trainer:
         self.listener.on_stage(StageEvent("train", "Training"))
         train_start = time.monotonic()
         y_train = self._targets(keras, ds.y_train)
+        to_batch = None
         if self.speed.stream_input:
-            inputs = {"x": training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed), "shuffle": False}
+            stream = training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed,
+                                     gather_in_step=self.speed.gather_in_step and t.distribution == "none")
+            inputs, to_batch = {"x": stream.feed, "shuffle": False}, stream.to_batch
         else:
             inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
         gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
@@ -228,7 +237,7 @@ class Trainer:
             if self._stop.is_set():
                 self._gate.close()
         try:
-            with fused_batch_norm(model, self.speed.fused_batch_norm), \
+            with fused_batch_norm(model, self.speed.fused_batch_norm), batch_from_feed(model, to_batch), \
                     (self._gate.guarding(model) if gated else contextlib.nullcontext()):
                 model.fit(
                     **inputs,

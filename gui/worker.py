@@ -84,6 +84,9 @@ def _start_backend_threads_at_low_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + BACKGROUND_NICE)
             import keras
 
+            from engine.system import prepare_tensorflow
+
+            prepare_tensorflow()
             keras.ops.convert_to_tensor(0.0)
         except Exception:  # a lower priority is a nicety, never a reason to fail
             pass

@@ -15,7 +15,7 @@ import pytest
 
 from engine.events import Listener
 from engine.fastpaths import batch_norm_layers, fused_batch_norm
-from engine.pipeline import ShuffledBatches, batches_per_pass, training_stream
+from engine.pipeline import ShuffledBatches, Stream, batches_per_pass, training_stream
 from engine.runs import RunStore
 from engine.training import SpeedSettings, Trainer, auto_steps_per_execution, steps_per_call
 from toydata import toy_config, toy_dataset
@@ -45,28 +45,37 @@ def test_the_work_of_a_step_sets_how_many_steps_a_call_runs():
     assert auto_steps_per_execution(3_858_551_808, 64, most=50) == 1  # ResNet50 at 224: one step is plenty
 
 
+def make_stream(kind, x, y, batch, steps, seed):
+    if kind == "pydataset":
+        return Stream(ShuffledBatches(x, y, batch, steps, seed))
+    return training_stream(x, y, batch, steps, seed, gather_in_step=kind == "gathered in the step")
+
+
 def stream_labels(stream, batches):
-    if isinstance(stream, ShuffledBatches):
-        return [stream[i][1] for i in range(batches)]
-    return [labels.numpy() for _, labels in stream.take(batches)]
+    return [labels for _, labels in stream.batches(batches)]
 
 
-@pytest.mark.parametrize("kind", ["backend", "pydataset"])
+@pytest.mark.parametrize("kind", ["gathered in the step", "gathered by tf.data", "pydataset"])
 def test_each_pass_of_the_stream_is_a_new_order_of_every_image_once(kind):
     count, batch = 50, 8
     x = np.arange(count, dtype=np.uint8).reshape(count, 1, 1, 1)
     y = np.arange(count)
-    make = training_stream if kind == "backend" else ShuffledBatches
     per_pass = batches_per_pass(count, batch)
-    labels = stream_labels(make(x, y, batch, 5, 7), 2 * per_pass)
+    stream = make_stream(kind, x, y, batch, 5, 7)
+    batches = stream.batches(2 * per_pass)
+    labels = [b[1] for b in batches]
 
     assert [len(b) for b in labels[:per_pass]] == [8] * 6 + [2]  # a partial batch ends each pass, as Keras'
+    for images, targets in batches:
+        np.testing.assert_array_equal(images.reshape(-1), targets)  # each image with its own label
     first = np.concatenate(labels[:per_pass])
     second = np.concatenate(labels[per_pass:])
     assert sorted(first) == sorted(second) == list(range(count))
     assert not np.array_equal(first, second)
-    again = np.concatenate(stream_labels(make(x, y, batch, 5, 7), per_pass))
+    again = np.concatenate(stream_labels(make_stream(kind, x, y, batch, 5, 7), per_pass))
     np.testing.assert_array_equal(again, first)  # seeded: the same order on a new stream
+    if kind == "gathered in the step":
+        assert stream.to_batch is not None and stream.feed.element_spec.dtype == "int64"  # indices, not images
 
 
 def test_every_epoch_has_exactly_steps_per_epoch(tmp_path):
@@ -142,6 +151,24 @@ def test_fused_batch_norm_leaves_the_saved_model_as_it_was(tmp_path):
     assert model.get_config() == config
     plain = keras.models.load_model(tmp_path / "during.h5")
     assert [type(layer).__name__ for layer in plain.layers] == [type(layer).__name__ for layer in model.layers]
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="the in-step gather is the TensorFlow stream's")
+def test_gathering_in_the_step_trains_the_same_weights_and_leaves_the_model_plain(tmp_path):
+    weights = {}
+    for gather in (True, False):
+        speed = SpeedSettings(gather_in_step=gather)
+        trainer = Trainer(toy_config(epochs=2, steps_per_epoch=7), store=RunStore(tmp_path / str(gather)),
+                          dataset=toy_dataset(), speed=speed)
+        result = trainer.run()
+        assert result.status == "finished", result.reason
+        model = trainer.model
+        assert "train_step" not in vars(model) and model.train_function is None
+        weights[gather] = model.get_weights()
+    for a, b in zip(weights[True], weights[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # A later fit of the same model trains on the batches it is given.
+    model.fit(np.zeros((8, 32, 32, 3), "uint8"), np.zeros(8, "int64"), epochs=1, verbose=0)
 
 
 def test_speed_levers_off_still_train(tmp_path):
@@ -222,3 +249,27 @@ def test_mirrored_on_two_cpu_devices_agrees_with_one_device(tmp_path):
     for name in one.files:
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6)
     assert out["cnn-mirrored"]["loss"] == pytest.approx(out["cnn-none"]["loss"], rel=1e-4)
+
+
+SPINNING = textwrap.dedent("""
+    import json
+    import keras
+    from engine.system import prepare_tensorflow
+    from tensorflow.python.eager import context
+    first = prepare_tensorflow(cpus=int({cpus!r}))
+    keras.ops.convert_to_tensor(1.0)  # the runtime starts
+    print(json.dumps({{"first": first, "off": context.context().config.experimental.disable_thread_spinning,
+                      "later": prepare_tensorflow()}}))
+""")
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="thread spinning is TensorFlow's setting")
+@pytest.mark.parametrize("cpus, choice, off", [(2, "auto", True), (16, "auto", False), (2, "on", False),
+                                               (16, "off", True)])
+def test_idle_threads_sleep_on_small_machines_unless_asked(cpus, choice, off):
+    env = {**os.environ, "CIFAR_STUDIO_THREAD_SPINNING": choice, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", SPINNING.format(cpus=cpus)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"first": off, "off": off, "later": None}  # once started, the runtime is left as it is
