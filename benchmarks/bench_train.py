@@ -337,6 +337,15 @@ def compare_interleaved(args, base: dict) -> None:
     for name in list(sides)[1:]:
         per_round = [w / p for w, p in zip(walls(name), plain_wall)]
         print(f"{name} / plain per round (wall): " + ", ".join(f"{r:.3f}" for r in per_round) + spread(per_round))
+    # The round after a short one starts plain Keras' new input iterator
+    # (it re-creates it after running out), which sometimes stalls for
+    # many seconds here: real time plain Keras takes, but shown apart too.
+    steady = [i for i, r in enumerate(rounds) if r - 1 < 1 or full[r - 2]]
+    if len(steady) < len(rounds) and steady:
+        for name in list(sides)[1:]:
+            per_round = [walls(name)[i] / plain_wall[i] for i in steady]
+            print(f"{name} / plain, leaving out too the {len(rounds) - len(steady)} rounds after plain's input ran out: "
+                  f"per-round median {median(per_round):.3f} over {len(steady)} rounds")
     for name in list(sides)[2:]:
         if sides[name]["side"] == "engine":
             per_round = [w / e for w, e in zip(walls(name), walls("engine"))]
