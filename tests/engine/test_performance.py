@@ -256,7 +256,7 @@ SPINNING = textwrap.dedent("""
     import keras
     from engine.system import prepare_tensorflow
     from tensorflow.python.eager import context
-    first = prepare_tensorflow(cpus=int({cpus!r}))
+    first = prepare_tensorflow(cpus={cpus})
     keras.ops.convert_to_tensor(1.0)  # the runtime starts
     print(json.dumps({{"first": first, "off": context.context().config.experimental.disable_thread_spinning,
                       "later": prepare_tensorflow()}}))
