@@ -35,7 +35,8 @@ same math.
 
 --levers runs the engine with one lever changed at a time, round robin with
 the full engine, and the plain script with one thing changed (input dtype,
-shuffling, a per-batch callback), round robin with plain.
+shuffling, a per-batch callback, the fused batch norm kernel) or with the
+engine's fast paths all at once, round robin with plain.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def plain_trial(spec: dict, data) -> dict:
                                                           data.x_val.astype("float32") / 255)
     model = plain_simcnn(keras, rescale=uint8)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=spec.get("spe", 1))
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=spec.get("spe", 1))
     clock = EpochClock()
 
     class Clock(keras.callbacks.Callback):
