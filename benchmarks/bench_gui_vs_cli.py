@@ -33,8 +33,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (ROOT, add_interleave_arguments, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
-                    run_in_subprocess, spread, table)
+from common import (ROOT, add_interleave_arguments, epoch_turn, find_images, interleave,  # noqa: E402
+                    load_images, machine, median, report, run_in_subprocess, spread, table)
 
 def record_epochs() -> dict[str, list[float]]:
     """Wall and CPU seconds of this process in each epoch, taken where the

@@ -50,8 +50,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (add_interleave_arguments, epoch_turn, find_images, interleave, load_images, machine, median, report,  # noqa: E402
-                    run_in_subprocess, spread, table)
+from common import (add_interleave_arguments, epoch_turn, find_images, interleave, load_images,  # noqa: E402
+                    machine, median, report, run_in_subprocess, spread, table)
 
 BATCH = 32
 LEARNING_RATE = 0.01
@@ -344,11 +344,12 @@ def compare_interleaved(args, base: dict) -> None:
     # The round after a short one starts plain Keras' new input iterator
     # (it re-creates it after running out), which sometimes stalls for
     # many seconds here: real time plain Keras takes, but shown apart too.
-    steady = [i for i, r in enumerate(rounds) if r - 1 < 1 or full[r - 2]]
+    steady = [i for i, r in enumerate(rounds) if r == 1 or full[r - 2]]
     if len(steady) < len(rounds) and steady:
         for name in list(sides)[1:]:
             per_round = [walls(name)[i] / plain_wall[i] for i in steady]
-            print(f"{name} / plain, leaving out too the {len(rounds) - len(steady)} rounds after plain's input ran out: "
+            print(f"{name} / plain, leaving out too the {len(rounds) - len(steady)} rounds after plain's input "
+                  "ran out: "
                   f"per-round median {median(per_round):.3f} over {len(steady)} rounds")
     for name in list(sides)[2:]:
         if sides[name]["side"] == "engine":

@@ -77,10 +77,13 @@ def training_stream(x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epo
     images = tf.convert_to_tensor(x)
     labels = tf.convert_to_tensor(y)
     indices = _tf_index_batches(len(y), batch_size, seed)
+
+    def gather(index):
+        return tf.gather(images, index), tf.gather(labels, index)
+
     if gather_in_step:
-        return Stream(indices, lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    batches = indices.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return Stream(indices, gather)
+    batches = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return Stream(_tf_options(batches.prefetch(PREFETCH_BATCHES)))
 
 
