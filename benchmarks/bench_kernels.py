@@ -1,0 +1,196 @@
+"""Where a SimCNN training step's time goes, one TensorFlow kernel at a time.
+
+Usage: python benchmarks/bench_kernels.py [--calls 200] [--repeats 7]
+
+Times, at batch 32 on this CPU, each kernel of SimCNN's training step run
+alone (each convolution forward with bias and ReLU, its filter gradient and
+its input gradient; the batch norm kernels; the predictions' softmax), next
+to a large matrix product for this machine's peak, and the same math done
+another way, to show why the engine does not do it that way:
+
+- the first convolution with its 3 input channels padded with zeros to 4,
+  8 or 16 (the same sums, more of them), or written as image patches times a
+  matrix;
+- the second convolution in the channels-first layout (NCHW);
+- softmax of the 32x10 predictions from plain ops (exp, max, sum, divide)
+  instead of TensorFlow's oneDNN kernel.
+
+Each figure is the median over --repeats of one graph call that runs the
+kernel --calls times in a loop (each call depends on the last, so none is
+skipped). "loop alone" is that loop with only the dependency in it. A
+kernel's time inside a real step is often longer: there two kernels may
+share the two cores (benchmarks/bench_train.py measures whole epochs).
+A last table checks that each other way gives the engine's way's result.
+TensorFlow only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import machine, table  # noqa: E402
+
+BATCH = 32
+CONVS = {"conv1": (32, 3, 32), "conv2": (15, 32, 64), "conv3": (6, 64, 64)}  # input side, in, out channels
+
+
+def looped(tf, kernel, x, calls: int):
+    """A graph function that runs kernel(x + acc) `calls` times, each after the last."""
+
+    @tf.function
+    def run():
+        acc = tf.zeros(())
+        for _ in tf.range(calls):
+            acc += tf.reshape(kernel(x + acc), [-1])[0]
+        return acc
+
+    return run
+
+
+def timed(run, calls: int, repeats: int) -> float:
+    """Milliseconds per kernel call: the median of `repeats` graph calls."""
+    run()  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / calls * 1e3
+
+
+def conv_kernels(tf, side: int, cin: int, cout: int, fmt: str = "NHWC"):
+    """(name, function of x, input, flops) for one 3x3 valid convolution's three kernels."""
+    out = side - 2
+    shape = (BATCH, side, side, cin) if fmt == "NHWC" else (BATCH, cin, side, side)
+    grad_shape = (BATCH, out, out, cout) if fmt == "NHWC" else (BATCH, cout, out, out)
+    x = tf.random.normal(shape)
+    w = tf.random.normal((3, 3, cin, cout))
+    b = tf.zeros((cout,))
+    dy = tf.random.normal(grad_shape)
+    flops = 2 * BATCH * out * out * cout * 9 * cin
+    strides = [1, 1, 1, 1]
+    return [
+        ("forward, bias, ReLU",
+         lambda t: tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(t, w, 1, "VALID", data_format=fmt), b, data_format=fmt)),
+         x, flops),
+        ("filter gradient",
+         lambda t: tf.raw_ops.Conv2DBackpropFilter(input=t, filter_sizes=[3, 3, cin, cout], out_backprop=dy,
+                                                   strides=strides, padding="VALID", data_format=fmt),
+         x, flops),
+        ("input gradient",
+         lambda t: tf.raw_ops.Conv2DBackpropInput(input_sizes=list(shape), filter=w, out_backprop=t,
+                                                  strides=strides, padding="VALID", data_format=fmt),
+         dy, flops),
+    ]
+
+
+def patches_conv1(tf):
+    """conv1 forward and filter gradient as patches times a matrix (im2col)."""
+    x = tf.random.normal((BATCH, 32, 32, 3))
+    w = tf.random.normal((27, 32))
+    dy = tf.random.normal((BATCH * 30 * 30, 32))
+
+    def patches(t):
+        return tf.reshape(tf.image.extract_patches(t, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"), (-1, 27))
+
+    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.matmul(patches(t), w)), x),
+            ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
+
+
+def agreement(tf) -> dict[str, float]:
+    """Largest difference between each other way's forward result and the engine's
+    way's, relative to the largest value: the same math, up to rounding."""
+    x = tf.random.uniform((BATCH, 32, 32, 3))
+    w = tf.random.normal((3, 3, 3, 32))
+    reference = tf.nn.conv2d(x, w, 1, "VALID")
+
+    def gap(other, ref=reference):
+        return float(tf.reduce_max(tf.abs(other - ref)) / tf.reduce_max(tf.abs(ref)))
+
+    found = {}
+    for cin in (4, 8, 16):
+        wide_x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, cin - 3]])
+        wide_w = tf.pad(w, [[0, 0], [0, 0], [0, cin - 3], [0, 0]])
+        padded = tf.nn.conv2d(wide_x, wide_w, 1, "VALID")
+        found[f"conv1, input padded to {cin} channels"] = gap(padded)
+    patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+    found["conv1, as patches times a matrix"] = gap(tf.reshape(tf.matmul(tf.reshape(patches, (-1, 27)),
+                                                                         tf.reshape(w, (27, 32))), reference.shape))
+    first = tf.nn.conv2d(tf.transpose(x, (0, 3, 1, 2)), w, 1, "VALID", data_format="NCHW")
+    found["channels first (NCHW)"] = gap(tf.transpose(first, (0, 2, 3, 1)))
+    logits = tf.random.normal((BATCH, 10)) * 5
+    e = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
+    found["softmax from plain ops"] = gap(e / tf.reduce_sum(e, axis=-1, keepdims=True), tf.nn.softmax(logits))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200, help="kernel calls per timed graph call")
+    parser.add_argument("--repeats", type=int, default=7, help="timed graph calls per kernel (median)")
+    args = parser.parse_args()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        sys.exit("bench_kernels.py times TensorFlow's kernels; run it with KERAS_BACKEND unset or tensorflow")
+    import tensorflow as tf
+
+    from engine.system import prepare_tensorflow
+
+    prepare_tensorflow()  # the engine's thread settings
+
+    def ms(kernel, x):
+        return timed(looped(tf, kernel, x, args.calls), args.calls, args.repeats)
+
+    rows = []
+    big = tf.random.normal((1024, 1024))
+    peak_ms = ms(lambda t: tf.matmul(t, big), big)
+    rows.append(["matrix product 1024x1024 (this CPU's peak)", peak_ms, 2 * 1024 ** 3 / peak_ms / 1e6, ""])
+    rows.append(["loop alone (the dependency only, 32x32x32x3)", ms(lambda t: t, tf.zeros((BATCH, 32, 32, 3))), "", ""])
+    baseline = {}
+    for name, (side, cin, cout) in CONVS.items():
+        for kind, kernel, x, flops in conv_kernels(tf, side, cin, cout):
+            t = ms(kernel, x)
+            baseline[(name, kind)] = t
+            rows.append([f"{name} {kind}", t, flops / t / 1e6, ""])
+    for cin in (4, 8, 16):
+        for kind, kernel, x, flops in conv_kernels(tf, 32, cin, 32)[:2]:
+            t = ms(kernel, x)
+            rows.append([f"conv1 {kind}, input padded to {cin} channels", t, "", t / baseline[("conv1", kind)]])
+    for kind, kernel, x in patches_conv1(tf):
+        t = ms(kernel, x)
+        rows.append([f"conv1 {kind}, as patches times a matrix", t, "", t / baseline[("conv1", kind)]])
+    for kind, kernel, x, flops in conv_kernels(tf, 15, 32, 64, fmt="NCHW"):
+        t = ms(kernel, x)
+        rows.append([f"conv2 {kind}, channels first (NCHW)", t, flops / t / 1e6, t / baseline[("conv2", kind)]])
+    for side, channels in ((30, 32), (13, 64), (4, 64)):
+        x = tf.random.normal((BATCH, side, side, channels))
+        ones, zeros = tf.ones((channels,)), tf.zeros((channels,))
+
+        def norm(t):
+            return tf.raw_ops.FusedBatchNormV3(x=t, scale=ones, offset=zeros, mean=zeros, variance=ones,
+                                               epsilon=1.001e-3, is_training=True)[0]
+
+        rows.append([f"fused batch norm forward, {side}x{side}x{channels}", ms(norm, x), "", ""])
+    logits = tf.random.normal((BATCH, 10))
+    onednn = ms(tf.nn.softmax, logits)
+
+    def plain_softmax(t):
+        e = tf.exp(t - tf.reduce_max(t, axis=-1, keepdims=True))
+        return e / tf.reduce_sum(e, axis=-1, keepdims=True)
+
+    plain = ms(plain_softmax, logits)
+    rows.append(["softmax 32x10 (TensorFlow's oneDNN kernel)", onednn, "", ""])
+    rows.append(["softmax 32x10 from plain ops", plain, "", plain / onednn])
+    print(f"\nSimCNN's training kernels at batch {BATCH}, each alone, {machine()}")
+    print(table(rows, ["kernel", "ms a call", "GFLOP/s", "time / the engine's way"]))
+    print("\nthe same math: largest difference from the engine's way's result, relative to its largest value")
+    print(table([[name, f"{value:.1e}"] for name, value in agreement(tf).items()], ["other way", "difference"]))
+
+
+if __name__ == "__main__":
+    main()
