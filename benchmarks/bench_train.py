@@ -253,6 +253,8 @@ def measure(name: str, spec: dict, base: dict) -> dict:
     result.update(name=name, steady=median(steady), steady_cpu=median(steady_cpu))
     print(f"  {name}: first epoch {result['wall'][0]:.2f} s, steady epoch {result['steady']:.2f} s "
           f"({result['steady_cpu']:.2f} CPU s), held-out accuracy {result['val_accuracy']:.4f}", flush=True)
+    each = zip(result["wall"], result["cpu"])
+    print("    each epoch, s (CPU s): " + ", ".join(f"{w:.1f} ({c:.1f})" for w, c in each), flush=True)
     return result
 
 
