@@ -3,10 +3,11 @@
 Usage: python benchmarks/bench_kernels.py [--calls 200] [--repeats 7]
 
 Times, at batch 32 on this CPU, each kernel of SimCNN's training step run
-alone (each convolution forward with bias and ReLU, its filter gradient and
-its input gradient; the batch norm kernels; the predictions' softmax), next
-to a large matrix product for this machine's peak, and the same math done
-another way, to show why the engine does not do it that way:
+alone (each convolution forward with bias and ReLU, its filter gradient
+and its input gradient; batch norm's fused forward kernel; the
+predictions' softmax), next to a large matrix product for this machine's
+peak, and the same math done another way, to show why the engine does not
+do it that way:
 
 - the first convolution with its 3 input channels padded with zeros to 4,
   8 or 16 (the same sums, more of them), or written as image patches times a
@@ -99,7 +100,8 @@ def patches_conv1(tf):
     def patches(t):
         return tf.reshape(tf.image.extract_patches(t, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"), (-1, 27))
 
-    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.matmul(patches(t), w)), x),
+    b = tf.zeros((32,))
+    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.nn.bias_add(tf.matmul(patches(t), w), b)), x),
             ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
 
 
