@@ -11,7 +11,12 @@ do it that way:
 
 - the first convolution with its 3 input channels padded with zeros to 4,
   8 or 16 (the same sums, more of them), or written as image patches times a
-  matrix;
+  matrix (TensorFlow's patch op);
+- each convolution as its 9 shifted views of the input side by side times a
+  matrix (patches built from slices, so no patch op);
+- the input gradients of the second and third convolution as a forward
+  convolution of the zero-padded output gradient with the filter flipped
+  and transposed;
 - the second convolution in the channels-first layout (NCHW);
 - softmax of the 32x10 predictions from plain ops (exp, max, sum, divide)
   instead of TensorFlow's oneDNN kernel.
@@ -105,6 +110,39 @@ def patches_conv1(tf):
             ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
 
 
+def shifted(tf, t, out: int):
+    """The 9 shifted out x out views of t (3x3 windows) side by side: (batch, out, out, 9 * channels)."""
+    return tf.concat([t[:, i:i + out, j:j + out, :] for i in range(3) for j in range(3)], axis=-1)
+
+
+def sliced_patches_conv(tf, side: int, cin: int, cout: int):
+    """A convolution's forward and filter gradient as its shifted views times a matrix."""
+    out = side - 2
+    x = tf.random.normal((BATCH, side, side, cin))
+    w = tf.random.normal((9 * cin, cout))
+    b = tf.zeros((cout,))
+    dy = tf.random.normal((BATCH * out * out, cout))
+
+    def patches(t):
+        return tf.reshape(shifted(tf, t, out), (-1, 9 * cin))
+
+    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.nn.bias_add(tf.matmul(patches(t), w), b)), x),
+            ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
+
+
+def flipped(tf, w):
+    """The filter that turns an output gradient into the input gradient by a forward convolution."""
+    return tf.transpose(tf.reverse(w, [0, 1]), (0, 1, 3, 2))
+
+
+def input_gradient_as_forward(tf, side: int, cin: int, cout: int):
+    """(function of dy, dy): a 3x3 valid convolution's input gradient as a forward
+    convolution of the output gradient, zero-padded by 2, with the flipped filter."""
+    w = flipped(tf, tf.random.normal((3, 3, cin, cout)))
+    dy = tf.random.normal((BATCH, side - 2, side - 2, cout))
+    return lambda t: tf.nn.conv2d(t, w, 1, [[0, 0], [2, 2], [2, 2], [0, 0]]), dy
+
+
 def agreement(tf) -> dict[str, float]:
     """Largest difference between each other way's forward result and the engine's
     way's, relative to the largest value: the same math, up to rounding."""
@@ -124,6 +162,15 @@ def agreement(tf) -> dict[str, float]:
     patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
     found["conv1, as patches times a matrix"] = gap(tf.reshape(tf.matmul(tf.reshape(patches, (-1, 27)),
                                                                          tf.reshape(w, (27, 32))), reference.shape))
+    found["conv1, as shifted views times a matrix"] = gap(tf.reshape(
+        tf.matmul(tf.reshape(shifted(tf, x, 30), (-1, 27)), tf.reshape(w, (27, 32))), reference.shape))
+    for side, cin, cout in (CONVS["conv2"], CONVS["conv3"]):
+        w2 = tf.random.normal((3, 3, cin, cout))
+        dy = tf.random.normal((BATCH, side - 2, side - 2, cout))
+        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=[BATCH, side, side, cin], filter=w2, out_backprop=dy,
+                                            strides=[1, 1, 1, 1], padding="VALID")
+        found[f"{side}x{side}x{cin} input gradient as a forward convolution"] = gap(
+            tf.nn.conv2d(dy, flipped(tf, w2), 1, [[0, 0], [2, 2], [2, 2], [0, 0]]), dx)
     first = tf.nn.conv2d(tf.transpose(x, (0, 3, 1, 2)), w, 1, "VALID", data_format="NCHW")
     found["channels first (NCHW)"] = gap(tf.transpose(first, (0, 2, 3, 1)))
     logits = tf.random.normal((BATCH, 10)) * 5
@@ -166,6 +213,14 @@ def main() -> None:
     for kind, kernel, x in patches_conv1(tf):
         t = ms(kernel, x)
         rows.append([f"conv1 {kind}, as patches times a matrix", t, "", t / baseline[("conv1", kind)]])
+    for name, (side, cin, cout) in CONVS.items():
+        for kind, kernel, x in sliced_patches_conv(tf, side, cin, cout):
+            t = ms(kernel, x)
+            rows.append([f"{name} {kind}, as shifted views times a matrix", t, "", t / baseline[(name, kind)]])
+    for name in ("conv2", "conv3"):
+        kernel, dy = input_gradient_as_forward(tf, *CONVS[name])
+        t = ms(kernel, dy)
+        rows.append([f"{name} input gradient as a forward convolution", t, "", t / baseline[(name, "input gradient")]])
     for kind, kernel, x, flops in conv_kernels(tf, 15, 32, 64, fmt="NCHW"):
         t = ms(kernel, x)
         rows.append([f"conv2 {kind}, channels first (NCHW)", t, flops / t / 1e6, t / baseline[("conv2", kind)]])
