@@ -215,7 +215,8 @@ def main() -> int:
     stop_file.touch()
     control_ticks = json.loads(control_process.communicate(timeout=60)[0])
     report["control_same_time_no_app"] = {
-        phase: summary(np.array([gap for at, gap in control_ticks if walls.get(start, 0) <= at <= walls.get("run_end", 0)]) * 1000)
+        phase: summary(np.array([gap for at, gap in control_ticks
+                                 if walls.get(start, 0) <= at <= walls.get("run_end", 0)]) * 1000)
         for phase, start in (("whole_run", "run_start"), ("training", "train_start"))
     }
     print(json.dumps(report, indent=2))

@@ -261,9 +261,11 @@ class Trainer:
 
         test_metrics: dict[str, float] = {}
         if epochs_done and not stopped:
-            split, x_eval, y_eval = ("test", ds.x_test, ds.y_test) if len(ds.y_test) else ("validation", ds.x_val, ds.y_val)
+            split, x_eval, y_eval = (("test", ds.x_test, ds.y_test) if len(ds.y_test)
+                                     else ("validation", ds.x_val, ds.y_val))
             if len(y_eval):
-                self.listener.on_stage(StageEvent("evaluate", f"Evaluating on the whole {split} split ({len(y_eval)} images)"))
+                self.listener.on_stage(StageEvent(
+                    "evaluate", f"Evaluating on the whole {split} split ({len(y_eval)} images)"))
                 evaluation = evaluate_model(model, x_eval, y_eval, ds.class_names, split=split,
                                             batch_size=max(t.batch_size, 256))
                 store.write_json(record.run_id, "metrics.json", evaluation.summary())

@@ -176,7 +176,8 @@ def test_validation_steps_is_reported_as_a_partial_estimate(tmp_path):
 
 @pytest.mark.parametrize("schedule, optimizer", [("cosine", "adamw"), ("step", "sgd"), ("constant", "rmsprop")])
 def test_schedules_and_optimizers_run(tmp_path, schedule, optimizer):
-    config = toy_config(epochs=2, schedule=schedule, optimizer=optimizer, warmup_epochs=1 if schedule == "cosine" else 0,
+    config = toy_config(epochs=2, schedule=schedule, optimizer=optimizer,
+                          warmup_epochs=1 if schedule == "cosine" else 0,
                           step_every=1, momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-4,
                           label_smoothing=0.1 if schedule == "cosine" else 0.0, augmentation="flip_crop",
                           early_stopping=1)
