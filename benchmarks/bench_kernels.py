@@ -137,10 +137,11 @@ def flipped(tf, w):
 
 def input_gradient_as_forward(tf, side: int, cin: int, cout: int):
     """(function of dy, dy): a 3x3 valid convolution's input gradient as a forward
-    convolution of the output gradient, zero-padded by 2, with the flipped filter."""
-    w = flipped(tf, tf.random.normal((3, 3, cin, cout)))
+    convolution of the output gradient, zero-padded by 2, with the flipped filter.
+    The filter is a variable, as in training, so the flip is timed too."""
+    w = tf.Variable(tf.random.normal((3, 3, cin, cout)))
     dy = tf.random.normal((BATCH, side - 2, side - 2, cout))
-    return lambda t: tf.nn.conv2d(t, w, 1, [[0, 0], [2, 2], [2, 2], [0, 0]]), dy
+    return lambda t: tf.nn.conv2d(t, flipped(tf, w), 1, [[0, 0], [2, 2], [2, 2], [0, 0]]), dy
 
 
 def agreement(tf) -> dict[str, float]:
