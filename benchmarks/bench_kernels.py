@@ -96,38 +96,30 @@ def conv_kernels(tf, side: int, cin: int, cout: int, fmt: str = "NHWC"):
     ]
 
 
-def patches_conv1(tf):
-    """conv1 forward and filter gradient as patches times a matrix (im2col)."""
-    x = tf.random.normal((BATCH, 32, 32, 3))
-    w = tf.random.normal((27, 32))
-    dy = tf.random.normal((BATCH * 30 * 30, 32))
-
-    def patches(t):
-        return tf.reshape(tf.image.extract_patches(t, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"), (-1, 27))
-
-    b = tf.zeros((32,))
-    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.nn.bias_add(tf.matmul(patches(t), w), b)), x),
-            ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
-
-
 def shifted(tf, t, out: int):
     """The 9 shifted out x out views of t (3x3 windows) side by side: (batch, out, out, 9 * channels)."""
     return tf.concat([t[:, i:i + out, j:j + out, :] for i in range(3) for j in range(3)], axis=-1)
 
 
-def sliced_patches_conv(tf, side: int, cin: int, cout: int):
-    """A convolution's forward and filter gradient as its shifted views times a matrix."""
+def patch_op(tf, t, out: int):
+    """TensorFlow's patch op on t (3x3 windows): (batch, out, out, 9 * channels)."""
+    return tf.image.extract_patches(t, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+
+
+def patches_conv(tf, side: int, cin: int, cout: int, patches):
+    """A convolution's forward and filter gradient as patches times a matrix (im2col),
+    the patches built by `patches` (patch_op or shifted)."""
     out = side - 2
     x = tf.random.normal((BATCH, side, side, cin))
     w = tf.random.normal((9 * cin, cout))
     b = tf.zeros((cout,))
     dy = tf.random.normal((BATCH * out * out, cout))
 
-    def patches(t):
-        return tf.reshape(shifted(tf, t, out), (-1, 9 * cin))
+    def rows(t):
+        return tf.reshape(patches(tf, t, out), (-1, 9 * cin))
 
-    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.nn.bias_add(tf.matmul(patches(t), w), b)), x),
-            ("filter gradient", lambda t: tf.matmul(patches(t), dy, transpose_a=True), x)]
+    return [("forward, bias, ReLU", lambda t: tf.nn.relu(tf.nn.bias_add(tf.matmul(rows(t), w), b)), x),
+            ("filter gradient", lambda t: tf.matmul(rows(t), dy, transpose_a=True), x)]
 
 
 def flipped(tf, w):
@@ -160,11 +152,9 @@ def agreement(tf) -> dict[str, float]:
         wide_w = tf.pad(w, [[0, 0], [0, 0], [0, cin - 3], [0, 0]])
         padded = tf.nn.conv2d(wide_x, wide_w, 1, "VALID")
         found[f"conv1, input padded to {cin} channels"] = gap(padded)
-    patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
-    found["conv1, as patches times a matrix"] = gap(tf.reshape(tf.matmul(tf.reshape(patches, (-1, 27)),
-                                                                         tf.reshape(w, (27, 32))), reference.shape))
-    found["conv1, as shifted views times a matrix"] = gap(tf.reshape(
-        tf.matmul(tf.reshape(shifted(tf, x, 30), (-1, 27)), tf.reshape(w, (27, 32))), reference.shape))
+    for label, patches in (("patches", patch_op), ("shifted views", shifted)):
+        found[f"conv1, as {label} times a matrix"] = gap(tf.reshape(
+            tf.matmul(tf.reshape(patches(tf, x, 30), (-1, 27)), tf.reshape(w, (27, 32))), reference.shape))
     for side, cin, cout in (CONVS["conv2"], CONVS["conv3"]):
         w2 = tf.random.normal((3, 3, cin, cout))
         dy = tf.random.normal((BATCH, side - 2, side - 2, cout))
@@ -208,14 +198,14 @@ def main() -> None:
             baseline[(name, kind)] = t
             rows.append([f"{name} {kind}", t, flops / t / 1e6, ""])
     for cin in (4, 8, 16):
-        for kind, kernel, x, flops in conv_kernels(tf, 32, cin, 32)[:2]:
+        for kind, kernel, x, _ in conv_kernels(tf, 32, cin, 32)[:2]:
             t = ms(kernel, x)
             rows.append([f"conv1 {kind}, input padded to {cin} channels", t, "", t / baseline[("conv1", kind)]])
-    for kind, kernel, x in patches_conv1(tf):
+    for kind, kernel, x in patches_conv(tf, *CONVS["conv1"], patch_op):
         t = ms(kernel, x)
         rows.append([f"conv1 {kind}, as patches times a matrix", t, "", t / baseline[("conv1", kind)]])
     for name, (side, cin, cout) in CONVS.items():
-        for kind, kernel, x in sliced_patches_conv(tf, side, cin, cout):
+        for kind, kernel, x in patches_conv(tf, side, cin, cout, shifted):
             t = ms(kernel, x)
             rows.append([f"{name} {kind}, as shifted views times a matrix", t, "", t / baseline[(name, kind)]])
     for name in ("conv2", "conv3"):

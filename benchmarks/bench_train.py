@@ -351,8 +351,7 @@ def compare_interleaved(args, base: dict) -> None:
         for name in list(sides)[1:]:
             per_round = [walls(name)[i] / plain_wall[i] for i in steady]
             print(f"{name} / plain, leaving out too the {len(rounds) - len(steady)} rounds after plain's input "
-                  "ran out: "
-                  f"per-round median {median(per_round):.3f} over {len(steady)} rounds")
+                  f"ran out: per-round median {median(per_round):.3f} over {len(steady)} rounds")
     for name in list(sides)[2:]:
         if sides[name]["side"] == "engine":
             per_round = [w / e for w, e in zip(walls(name), walls("engine"))]
