@@ -14,7 +14,7 @@ import pytest
 
 from engine.events import Listener
 from engine.runs import RunStore
-from engine.training import Trainer
+from engine.training import SpeedSettings, Trainer
 from toydata import CLASS_NAMES, toy_config, toy_dataset
 
 HERE = Path(__file__).parent
@@ -88,9 +88,13 @@ def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
                                    rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("steps_per_execution", [1, 10])
-def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path, steps_per_execution):
-    """With 10 steps per graph call too: the steps after the stop do nothing."""
+@pytest.mark.parametrize("steps_per_execution, jit_compile", [
+    (1, "auto"), (10, "auto"),
+    pytest.param(10, True, marks=pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA: TensorFlow")),
+])
+def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path, steps_per_execution, jit_compile):
+    """With 10 steps per graph call too (and under XLA, as on a GPU): the
+    steps after the stop do nothing."""
     store = RunStore(tmp_path)
 
     class StopAtFirstProgress(Recorder):
@@ -104,7 +108,7 @@ def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_pat
 
     listener = StopAtFirstProgress()
     trainer = Trainer(toy_config(epochs=5, batch_size=4, steps_per_execution=steps_per_execution), listener, store,
-                      dataset=toy_dataset(train=400))
+                      dataset=toy_dataset(train=400), speed=SpeedSettings(jit_compile=jit_compile))
     result = trainer.run()
 
     assert result.status == "stopped"
@@ -122,7 +126,7 @@ def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
         sys.path[:0] = [{str(ROOT)!r}, {str(HERE)!r}]
         from engine.events import Listener
         from engine.runs import RunStore
-        from engine.training import Trainer
+        from engine.training import SpeedSettings, Trainer
         from toydata import toy_config, toy_dataset
 
         class KillAfterTwoEpochs(Listener):
