@@ -7,6 +7,7 @@ Usage:
     python benchmarks/bench_train.py --fresh [--pairs 3] [--epochs 2]   # whole trials alternated
     python benchmarks/bench_train.py --levers          # each speed lever on its own
     python benchmarks/bench_train.py --also spin       # and levers as interleaved sides of their own
+    python benchmarks/bench_train.py --with-torch      # and SimCNN by hand in PyTorch (the same math)
 
 SimCNN with the Paper Table 1 settings (batch 32, SGD lr 0.01, 550 steps per
 epoch, 1 validation step) on the 50,000 real CIFAR-10 JPEGs, 45,000 for
@@ -14,7 +15,9 @@ training and 5,000 held out. "plain" is what a notebook does: the same
 architecture fed float32 x / 255 numpy arrays through `model.fit(...,
 shuffle=True)`. "engine" is engine.training.Trainer with the preset, its
 callbacks (progress, CSV history, best-model checkpoint, run store) and its
-own input stream, as the GUI and the CLI run it.
+own input stream, as the GUI and the CLI run it. With --with-torch, the
+same model written by hand in PyTorch takes turns too: what the same math
+costs here in another framework.
 
 By default each side trains in its own live process and they take turns
 one epoch at a time (plain, engine, then engine, plain, ...; each waits at
@@ -42,6 +45,7 @@ engine's fast paths all at once, round robin with plain.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -68,12 +72,21 @@ ENGINE_LEVERS = {
     "engine, one step per call (steps_per_execution 1)": {"spe": 1},
     "engine, steps_per_execution 10 (the earlier default)": {"spe": 10},
     "engine, XLA (jit_compile=True)": {"jit": True},
+    "engine, XLA, tf.data gathers each batch": {"jit": True, "gather": False},
+    "engine, XLA calling oneDNN for convolutions and matrix products":
+        {"jit": True, "env": {"XLA_FLAGS": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"}},
+    "engine, XLA handing subgraphs to XNNPACK":
+        {"jit": True, "env": {"XLA_FLAGS": "--xla_cpu_experimental_xnn_graph_fusion_mode="
+                                            "XNN_GRAPH_FUSION_MODE_GREEDY"}},
     "engine, 1 inter-op thread": {"inter_op": 1},
     "engine, 1 intra-op thread": {"intra_op": 1},
     "engine, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
     "engine, oneDNN work on the calling thread too": {"env": {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "true"}},
+    "engine, every oneDNN primitive cached": {"env": {"TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE": "false"}},
+    "engine, oneDNN's AVX2 kernels (not AVX-512)": {"env": {"ONEDNN_MAX_CPU_ISA": "AVX2"}},
     "engine, mixed_bfloat16 (bf16 math, not the same)": BF16_SPEC,
 }
+TORCH_SIDE = "PyTorch by hand (the same layers, channels last)"
 PLAIN_LEVERS = {
     "plain": {},
     "plain, uint8 input (Rescaling in the model)": {"input": "uint8"},
@@ -233,11 +246,79 @@ def engine_trial(spec: dict, data, folder: str) -> dict:
             "val_accuracy": result.test_metrics["accuracy"], "params": params}
 
 
+def torch_trial(spec: dict, data) -> dict:
+    """SimCNN written by hand in PyTorch, trained the same way: what the
+    same math costs on this machine in another framework (both run oneDNN's
+    convolutions on CPU), a reference for the engine's step. The same layers,
+    Keras' initialisation and batch norm settings, uint8 batches scaled in
+    the step, channels-last memory (NCHW took 1.9x as long here); batches
+    from a fresh shuffle of the images each pass, as the engine's stream."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    torch.manual_seed(spec["seed"])
+    layers = []
+    for index, (inputs, filters) in enumerate(((3, 32), (32, 64), (64, 64))):
+        layers += [nn.Conv2d(inputs, filters, 3), nn.ReLU(), nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01)]
+        if index < 2:
+            layers.append(nn.MaxPool2d(2))
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+    for layer in model:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)  # Keras' glorot_uniform and zero bias
+            nn.init.zeros_(layer.bias)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    loss_fn = nn.CrossEntropyLoss()  # on logits: Keras' softmax then cross-entropy, in one
+    # Keras flattens height, width, channels; PyTorch channels, height, width.
+    # The order of the dense layer's inputs does not change the math or the time.
+
+    def batches(images, labels, shuffle):
+        rng = np.random.default_rng(spec["seed"])
+        while True:
+            order = rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
+            for start in range(0, len(order) - BATCH + 1 if shuffle else len(order), BATCH):
+                index = order[start:start + BATCH]
+                # NHWC uint8 seen as NCHW: the channels-last layout, no copy.
+                yield torch.from_numpy(images[index]).permute(0, 3, 1, 2), torch.from_numpy(labels[index])
+            if not shuffle:
+                return
+
+    stream = batches(data.x_train, data.y_train.astype("int64"), shuffle=True)
+    clock = EpochClock()
+    clock.start()
+    for _ in range(spec["epochs"]):
+        model.train()
+        correct = seen = 0
+        for _ in range(spec["steps"] or len(data.y_train) // BATCH):
+            x, y = next(stream)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x.float() / 255)
+            loss_fn(logits, y).backward()
+            optimizer.step()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        model.eval()
+        with torch.no_grad():  # the one validation step of Paper Table 1
+            model(torch.from_numpy(data.x_val[:BATCH]).permute(0, 3, 1, 2).float() / 255)
+        clock.tick(spec["steps"] or len(data.y_train) // BATCH)
+    with torch.no_grad():
+        right = sum(int((model(x.float() / 255).argmax(1) == y).sum())
+                    for x, y in batches(data.x_val, data.y_val.astype("int64"), shuffle=False))
+    wall, cpu = clock.epochs()
+    params = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for name, b in model.named_buffers() if "running" in name)  # Keras counts those too
+    return {"wall": wall, "cpu": cpu, "train_accuracy": correct / seen, "val_accuracy": right / len(data.y_val),
+            "params": params}
+
+
 def trial(spec: dict) -> None:
     os.environ.update(spec.get("env", {}))  # an interleaved side's environment, before TensorFlow starts
     set_threads(spec)
     data = load_images(spec["data"])
-    result = plain_trial(spec, data) if spec["side"] == "plain" else engine_trial(spec, data, spec["data"])
+    runs = {"plain": plain_trial, "torch": torch_trial}
+    result = runs[spec["side"]](spec, data) if spec["side"] in runs else engine_trial(spec, data, spec["data"])
     report(result)
 
 
@@ -304,6 +385,11 @@ def compare_interleaved(args, base: dict) -> None:
     sides = {"plain": {"side": "plain"}, "engine": {"side": "engine"}}
     if args.with_bf16:
         sides["engine, mixed_bfloat16"] = {"side": "engine", **BF16_SPEC}
+    if args.with_torch:
+        if importlib.util.find_spec("torch"):  # the side imports it in its own process
+            sides[TORCH_SIDE] = {"side": "torch"}
+        else:
+            print("--with-torch: PyTorch is not installed here (pip install torch), so that side is left out")
     for wanted in args.also or []:
         for name, spec in {**ENGINE_LEVERS, **PLAIN_LEVERS}.items():
             if wanted in name and name not in ("plain", "engine"):
@@ -353,7 +439,7 @@ def compare_interleaved(args, base: dict) -> None:
             print(f"{name} / plain, leaving out too the {len(rounds) - len(steady)} rounds after plain's input "
                   f"ran out: per-round median {median(per_round):.3f} over {len(steady)} rounds")
     for name in list(sides)[2:]:
-        if sides[name]["side"] == "engine":
+        if sides[name]["side"] in ("engine", "torch"):
             per_round = [w / e for w, e in zip(walls(name), walls("engine"))]
             cpu = [c / e for c, e in zip(cpus(name), cpus("engine"))]
             print(f"{name} / engine per round: wall median {median(per_round):.3f}, CPU median {median(cpu):.3f}; "
@@ -391,6 +477,8 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="measure each lever on its own")
     parser.add_argument("--with-bf16", action="store_true",
                         help="also the engine with training.precision=mixed_bfloat16 (bf16 math: not the same)")
+    parser.add_argument("--with-torch", action="store_true",
+                        help="interleaved: also the same model written by hand in PyTorch (the same math)")
     parser.add_argument("--only", help="with --levers: only the levers whose name contains this")
     parser.add_argument("--also", action="append", metavar="TEXT",
                         help="interleaved: also the levers whose name contains TEXT, as sides of their own "
