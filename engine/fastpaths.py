@@ -161,10 +161,10 @@ class StepGate:
 
         Where Keras would compile the step with XLA (`model.jit_compile`:
         "auto" picks it on GPUs), the flag's tf.cond stays in TensorFlow's
-        graph and XLA compiles the step inside it instead: with the cond
-        inside XLA's function, SimCNN's step took 8-12x as long on this CPU
-        (180-260 ms against 22 with jit_compile=True; benchmarks/bench_train.py
-        --levers --only XLA). XLA then compiles what Keras would have.
+        graph and XLA compiles the step inside it instead, which is what Keras
+        would have compiled. With the cond inside XLA's function, SimCNN's
+        epoch under XLA took 16.5x the engine's without XLA on this CPU;
+        with it outside, 1.7-1.9x (benchmarks/bench_train.py --levers --only XLA).
         """
         import tensorflow as tf
 

@@ -174,7 +174,7 @@ def test_gathering_in_the_step_trains_the_same_weights_and_leaves_the_model_plai
 @pytest.mark.skipif(not TENSORFLOW, reason="XLA through TensorFlow's jit_compile")
 def test_the_stop_gate_keeps_its_cond_out_of_xla():
     """XLA compiles the step inside the gate's cond, not the cond (which
-    made XLA's step 8-12x slower). Read from the traced graph."""
+    made SimCNN's epoch under XLA about 9x longer). Read from the traced graph."""
     import tensorflow as tf
 
     from engine.fastpaths import StepGate
