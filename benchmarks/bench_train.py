@@ -286,12 +286,13 @@ def torch_trial(spec: dict, data) -> dict:
                 return
 
     stream = batches(data.x_train, data.y_train.astype("int64"), shuffle=True)
+    steps = spec["steps"] or len(data.y_train) // BATCH
     clock = EpochClock()
     clock.start()
     for _ in range(spec["epochs"]):
         model.train()
         correct = seen = 0
-        for _ in range(spec["steps"] or len(data.y_train) // BATCH):
+        for _ in range(steps):
             x, y = next(stream)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x.float() / 255)
@@ -302,7 +303,7 @@ def torch_trial(spec: dict, data) -> dict:
         model.eval()
         with torch.no_grad():  # the one validation step of Paper Table 1
             model(torch.from_numpy(data.x_val[:BATCH]).permute(0, 3, 1, 2).float() / 255)
-        clock.tick(spec["steps"] or len(data.y_train) // BATCH)
+        clock.tick(steps)
     with torch.no_grad():
         right = sum(int((model(x.float() / 255).argmax(1) == y).sum())
                     for x, y in batches(data.x_val, data.y_val.astype("int64"), shuffle=False))

@@ -39,7 +39,7 @@ class SpeedSettings:
     gathers its batch (TensorFlow without a distribution strategy).
     `fused_batch_norm`: engine/fastpaths.py's fused kernel while training
     (TensorFlow only). `jit_compile`: Keras' own "auto" uses XLA on GPUs and
-    not on CPUs, where it made SimCNN's epoch 1.9x as long here (the stop
+    not on CPUs, where it made SimCNN's epoch 1.7-1.9x as long here (the stop
     gate keeps its cond out of XLA: fastpaths.StepGate).
     """
 
