@@ -1,12 +1,19 @@
-"""The Trainer's Keras callbacks: progress and stop, and the per-epoch record.
+"""The Trainer's Keras callbacks, one per concern.
 
-Imported only when a run starts (it imports keras). History, checkpoints and
-early stopping are Keras' own callbacks (CSVLogger, ModelCheckpoint,
-EarlyStopping); these two only translate Keras' hooks into engine events.
+Imported only when a run starts (it imports keras). Progress and stop,
+the history, the best and the last model, and the per-epoch record; early
+stopping is Keras' own EarlyStopping. What is written goes through the run
+store (engine/runs.py), which writes every file atomically.
+
+Only ProgressCallback has a per-batch hook (and a cheap one): the others
+run once per epoch. An epoch cut short by Stop is no epoch: Keras still
+validates and calls on_epoch_end with the partial epoch's figures, so each
+callback here asks ProgressCallback whether the epoch ran all its batches.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import keras
@@ -17,40 +24,57 @@ PROGRESS_INTERVAL = 0.25  # seconds between Progress events: a few a second, nev
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Reports progress at a bounded rate and honours a stop request.
+    """Reports progress at a bounded rate, honours a stop request and counts
+    the batches of the epoch.
 
     `async_safe` lets Keras keep async dispatch although this overrides
     on_train_batch_end: the hook only reads a clock and, a few times a
     second, a couple of floats. The stop flag is read in
     on_train_batch_begin, so the batch in flight is the last one.
+    `gated`: the Trainer's StepGate skips the steps of a multi-step call
+    once Stop is pressed, so such a call that ends after Stop may not have
+    trained all its batches.
     """
 
     async_safe = True
     # With steps_per_execution N, Keras calls the batch hooks once per N
     # steps with the index of the last one; counts are taken from that index.
 
-    def __init__(self, trainer, steps: int, epochs: int, batch_size: int, started: float):
+    def __init__(self, trainer, steps: int, epochs: int, batch_size: int, started: float, gated: bool = False):
         super().__init__()
         self.trainer = trainer
         self.steps = steps
         self.epochs = epochs
         self.batch_size = batch_size
         self.started = started
+        self.gated = gated
         self.epoch = 0
+        self.batches_done = 0
+        self.all_batches_ran = False
         self.last_report = 0.0
         self.train_start = 0.0
+
+    @property
+    def epoch_cut_short(self) -> bool:
+        """Stop ended the current epoch before all its batches trained."""
+        return self.trainer.stop_requested and not self.all_batches_ran
 
     def on_train_begin(self, logs=None):
         self.train_start = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.batches_done = 0
+        self.all_batches_ran = False
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.trainer.stop_requested:
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
+        self.batches_done = batch + 1
+        if self.batches_done == self.steps:
+            self.all_batches_ran = not (self.gated and self.trainer.stop_requested)
         now = time.monotonic()
         if now - self.last_report < PROGRESS_INTERVAL and batch + 1 < self.steps:
             return
@@ -67,17 +91,76 @@ class ProgressCallback(keras.callbacks.Callback):
         ))
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """After each epoch: the index row is updated and EpochEnded is sent
-    with every metric (and the learning rate in use)."""
+class HistoryWriter(keras.callbacks.Callback):
+    """history.csv after each whole epoch, through the store: CSVLogger's
+    columns plus `elapsed`, the seconds since training started (Compare
+    plots runs against wall time)."""
 
-    def __init__(self, trainer, store, run_id: str, monitor: str, started: float):
+    def __init__(self, store, run_id: str, progress: ProgressCallback):
+        super().__init__()
+        self.store = store
+        self.run_id = run_id
+        self.progress = progress
+        self.train_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.train_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.progress.epoch_cut_short:
+            self.store.append_history(self.run_id, epoch, logs or {}, time.monotonic() - self.train_start)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """best.h5 through the store whenever the monitored metric improves, as
+    ModelCheckpoint(save_best_only=True, mode="max") would write it."""
+
+    def __init__(self, store, run_id: str, monitor: str, class_names, progress: ProgressCallback):
+        super().__init__()
+        self.store = store
+        self.run_id = run_id
+        self.monitor = monitor
+        self.class_names = list(class_names)
+        self.progress = progress
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or self.progress.epoch_cut_short or not float(value) > self.best:
+            return
+        self.best = float(value)
+        self.store.save_model(self.run_id, self.model, "best", self.class_names)
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    """last.keras through the store after each whole epoch: the weights and
+    the optimizer's state, what resuming the run starts from."""
+
+    def __init__(self, store, run_id: str, class_names, progress: ProgressCallback):
+        super().__init__()
+        self.store = store
+        self.run_id = run_id
+        self.class_names = list(class_names)
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.progress.epoch_cut_short:
+            self.store.save_model(self.run_id, self.model, "last", self.class_names)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """After each whole epoch: the index row is updated and EpochEnded is
+    sent with every metric (and the learning rate in use). An epoch cut
+    short by Stop is only logged."""
+
+    def __init__(self, trainer, store, run_id: str, monitor: str, started: float, progress: ProgressCallback):
         super().__init__()
         self.trainer = trainer
         self.store = store
         self.run_id = run_id
         self.monitor = monitor
         self.started = started
+        self.progress = progress
         self.epochs_done = 0
         self.best_epoch = 0
         self.best_value: float | None = None
@@ -87,6 +170,11 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.progress.epoch_cut_short:
+            self.trainer.listener.on_log(
+                f"epoch {epoch + 1} was cut short by Stop after {self.progress.batches_done} of "
+                f"{self.progress.steps} batches; it is not recorded")
+            return
         logs = {k: float(v) for k, v in (logs or {}).items()}
         logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         self.epochs_done = epoch + 1

@@ -100,8 +100,6 @@ def placement(distribution: str):
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         devices = local_devices()
         with _mirrored_strategy(tuple(devices)).scope():
             yield Placement("MirroredStrategy", devices)

@@ -1,15 +1,30 @@
-"""Metrics from a model's predicted probabilities.
+"""Metrics from a model's predicted probabilities, and evaluating a run.
 
-Written with numpy on purpose: these are a few lines each, scikit-learn
-(1 more dependency of ~40 MB) would only be needed for them, and the tests
-check every number against scikit-learn's definitions (zero_division=0).
+The metrics are written with numpy on purpose: these are a few lines each,
+scikit-learn (1 more dependency of ~40 MB) would only be needed for them,
+and the tests check every number against scikit-learn's definitions
+(zero_division=0).
+
+Every run that ends is evaluated on the whole test split (the validation
+split where there is no test split): the Trainer does it with the model in
+memory, finished or stopped; `evaluate_run` does it later from the saved
+model (an interrupted run, or one whose evaluation was cancelled).
+Evaluation can be cancelled between batches, so closing the window never
+waits for it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+
+from engine.events import StageEvent
+
+REPORT_INTERVAL = 0.25  # seconds between evaluation progress reports
+EVALUATION_BATCH = 256  # at least this many images per predict batch: inference holds no gradients
 
 
 @dataclass
@@ -117,8 +132,86 @@ def evaluate_probabilities(
     )
 
 
+def evaluation_split(dataset) -> tuple[str, np.ndarray, np.ndarray]:
+    """The split a run is evaluated on: test, or validation where there is no test split."""
+    if len(dataset.y_test):
+        return "test", dataset.x_test, dataset.y_test
+    return "validation", dataset.x_val, dataset.y_val
+
+
 def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], split: str = "test",
-                   batch_size: int = 256) -> Evaluation:
-    """Predict the whole split in batches and compute every metric."""
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+                   batch_size: int = EVALUATION_BATCH, should_stop: Callable[[], bool] | None = None,
+                   report: Callable[[StageEvent], None] | None = None) -> Evaluation | None:
+    """Predict the whole split in batches and compute every metric.
+
+    `should_stop` is asked after each predict call (Keras' `stop_predicting`
+    ends the loop there); None comes back when it cut the split short.
+    `report` gets StageEvent("evaluate", ..., fraction) a few times a second.
+    """
+    import keras
+
+    text = f"Evaluating on the whole {split} split ({len(y)} images)"
+    if report is not None:
+        report(StageEvent("evaluate", text, 0.0))
+    if should_stop is not None and should_stop():
+        return None
+
+    class Watch(keras.callbacks.Callback):
+        async_safe = True  # reads a flag and a clock
+
+        def __init__(self):
+            super().__init__()
+            self.last_report = 0.0
+
+        def on_predict_batch_end(self, batch, logs=None):
+            if should_stop is not None and should_stop():
+                self.model.stop_predicting = True
+            now = time.monotonic()
+            if report is not None and now - self.last_report >= REPORT_INTERVAL:
+                self.last_report = now
+                report(StageEvent("evaluate", text, min(1.0, (batch + 1) * batch_size / max(len(y), 1))))
+
+    probs = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Watch()])
+    if len(probs) < len(y):
+        return None
     return evaluate_probabilities(probs, y, class_names, split=split)
+
+
+def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, save: bool = True) -> Evaluation | None:
+    """Evaluate a saved run from its model file and have the store record it.
+
+    The model is the one `RunStore.evaluation_model` names (the final model,
+    else best.h5, else last.keras), opened through engine.inference's safe
+    loader. Without a `dataset` the run's own is loaded from its config.
+    With `save` False nothing is written (another dataset than the run's).
+    None comes back when `should_stop` cancelled it; nothing is written then.
+    """
+    from engine.errors import DatasetError, ModelError
+    from engine.inference import load_model_safely
+
+    record = store.get(run_id)
+    path = store.evaluation_model(record.run_id)
+    config = store.config(record.run_id)
+    if dataset is None:
+        from engine.datasets import load_dataset
+
+        dataset = load_dataset(config.dataset, report=report, should_stop=should_stop)
+    split, x, y = evaluation_split(dataset)
+    if not len(y):
+        raise DatasetError("the dataset has no test or validation images to evaluate on")
+    if should_stop is not None and should_stop():
+        return None
+    if report is not None:
+        report(StageEvent("evaluate", f"Opening {path.name} of run {record.name}"))
+    model = load_model_safely(path)
+    outputs = model.output_shape[-1]
+    if outputs != dataset.num_classes:
+        raise ModelError(f"{path.name} of run {record.name} has {outputs} outputs, "
+                         f"but the dataset has {dataset.num_classes} classes")
+    evaluation = evaluate_model(model, x, y, dataset.class_names, split=split,
+                                batch_size=max(config.training.batch_size, EVALUATION_BATCH),
+                                should_stop=should_stop, report=report)
+    if evaluation is not None and save:
+        store.write_evaluation(record.run_id, evaluation, path.name)
+    return evaluation

@@ -5,6 +5,8 @@ code embedded in the file: Keras' safe mode stays on (it refuses Python
 lambdas in Lambda layers) and custom objects are never registered.
 Class names travel inside the file (an h5py attribute on .h5, an entry in
 the .keras zip); a foreign model with 10 outputs gets CIFAR-10's names.
+Images are decoded by engine.datasets.decode_image, as in training, so a
+picture gives the model the same pixels in Classify as in an image folder.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ModelError
+from engine.datasets import cifar10_class_names, decode_image, is_image_name
+from engine.errors import DatasetError, ModelError
 
 CLASS_NAMES_ENTRY = "cifar_studio_class_names.json"
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FAST_PATH_MAX_IMAGES = 256  # on JAX and PyTorch, at most this many skip model.predict's per-call set-up
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def write_class_names(path: str | Path, class_names) -> None:
@@ -69,6 +70,39 @@ class Prediction:
     error: str = ""
 
 
+class FastPredictor:
+    """Class scores for a handful of images without `model.predict`'s set-up.
+
+    `predict` builds a data adapter, an epoch iterator and a callback list on
+    every call, which for one 32x32 image costs several times the model
+    itself. This calls the model in inference mode through one compiled
+    function (TensorFlow: a tf.function over any batch size, `compiled`;
+    JAX and PyTorch: the model called directly). On TensorFlow, chunks of a
+    few hundred images through it beat `predict` at the same batch size
+    (benchmarks/bench_inference.py).
+    """
+
+    def __init__(self, model):
+        import keras
+
+        self.model = model
+        self.compiled = keras.backend.backend() == "tensorflow"
+        if self.compiled:
+            import tensorflow as tf
+
+            shape = (None,) + tuple(model.input_shape[1:])
+            self.function = tf.function(lambda images: model(images, training=False),
+                                        input_signature=[tf.TensorSpec(shape, "float32")])
+        else:
+            self.function = lambda images: model(images, training=False)
+
+    def __call__(self, images):
+        import keras
+
+        scores = self.function(keras.ops.convert_to_tensor(np.asarray(images, dtype="float32")))
+        return keras.ops.convert_to_numpy(scores)
+
+
 class Classifier:
     """A loaded model ready to classify images of any size.
 
@@ -98,7 +132,7 @@ class Classifier:
         if names and len(names) == self.num_classes:
             self.class_names = names
         elif self.num_classes == 10:
-            self.class_names = list(CIFAR10_CLASSES)
+            self.class_names = cifar10_class_names()
         else:
             self.class_names = [f"class {i}" for i in range(self.num_classes)]
         if scale == "auto":
@@ -112,33 +146,27 @@ class Classifier:
         return self.height, self.width
 
     def load_image(self, path: str | Path) -> np.ndarray:
-        """Read an image file as (H, W, C) uint8 at the model's input size."""
-        from PIL import Image, UnidentifiedImageError
+        """Read an image file as (H, W, C) uint8 at the model's input size.
 
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                if image.size != (self.width, self.height):
-                    image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except FileNotFoundError:
-            raise ModelError(f"{path}: no such file") from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise ModelError(f"{Path(path).name} is not an image file this app can read") from None
-        return array[..., None] if array.ndim == 2 else array
+        Raises DatasetError naming the file when it is not a readable image.
+        """
+        rgb = decode_image(path, (self.width, self.height))
+        if self.channels == 3:
+            return rgb
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb).convert("L"))[..., None]
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities for uint8 images already at the input size.
 
         `batch_size` images at a time go through one compiled function
-        (fastpaths.FastPredictor): predict() sets up an adapter, iterator and
+        (FastPredictor): predict() sets up an adapter, iterator and
         callbacks per call (~40 ms for one image against ~1 ms), and only
         one chunk is ever held in float32. Where the backend has no such
         function (JAX, PyTorch), large sets go through predict().
         """
         if self._fast is None:
-            from engine.fastpaths import FastPredictor
-
             self._fast = FastPredictor(self.model)
         if self._fast.compiled or len(images) <= FAST_PATH_MAX_IMAGES:
             chunks = [self._fast(self._model_input(images[start:start + batch_size]))
@@ -168,7 +196,7 @@ class Classifier:
             try:
                 arrays.append(self.load_image(result.path))
                 readable.append(result)
-            except ModelError as exc:
+            except DatasetError as exc:
                 result.error = str(exc)
         if arrays:
             probs = self.predict_arrays(np.stack(arrays), batch_size=batch_size)
@@ -185,7 +213,7 @@ def image_files(paths) -> list[Path]:
     found: list[Path] = []
     for item in map(Path, paths):
         if item.is_dir():
-            found.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(sorted(p for p in item.rglob("*") if is_image_name(p.name)))
         else:
             found.append(item)
     return found

@@ -21,15 +21,9 @@ import socket
 import keras
 from keras import layers
 
-from engine.config import ARCHITECTURE_INFO, ModelConfig
+from engine.config import ModelConfig
 from engine.errors import ModelError
-
-
-AUGMENTATIONS = ("none", "flip", "flip_crop")
-HEADS = ("default", "linear", "dense256", "dense1024_512")
-SCRATCH = ("simcnn", "cnn")
-DISPLAY_NAMES = {"resnet50": "ResNet50", "vgg16": "VGG16", "mobilenetv2": "MobileNetV2"}
-DEFAULT_HEADS = {"resnet50": "dense1024_512", "vgg16": "linear", "mobilenetv2": "linear"}
+from engine.registry import ARCHITECTURES, AUGMENTATIONS, HEADS, WEIGHTS
 
 MIN_PRETRAINED_SIDE = 32  # keras.applications refuses smaller inputs
 MIN_SCRATCH_SIDE = 18  # three valid 3x3 convs and two poolings leave 1x1
@@ -48,19 +42,18 @@ MOBILENETV2_SIZES = (96, 128, 160, 192, 224)
 def resolved_input_size(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> int:
     """The side of the square images the base sees.
 
-    ResNet50 defaults to 224 (the first seed's 7x upsampling of CIFAR);
-    VGG16 and MobileNetV2 to the data's own side, at least 32 (the smallest
-    keras.applications accepts). The models trained from scratch take the
-    data as it is.
+    Input size 0 is the architecture's default: ResNet50's is 224 (the first
+    seed's 7x upsampling of CIFAR); VGG16's and MobileNetV2's the data's own
+    side, at least 32 (the smallest keras.applications accepts). The models
+    trained from scratch take the data as it is.
     """
     side = max(int(input_shape[0]), int(input_shape[1]))
-    if cfg.architecture in SCRATCH:
+    architecture = ARCHITECTURES[cfg.architecture]
+    if not architecture.pretrained:
         return side
     if cfg.input_size:
         return int(cfg.input_size)
-    if cfg.architecture == "resnet50":
-        return 224
-    return max(side, MIN_PRETRAINED_SIDE)
+    return architecture.default_input_size or max(side, MIN_PRETRAINED_SIDE)
 
 
 def build_model(
@@ -78,7 +71,7 @@ def build_model(
     small or with the wrong number of channels).
     """
     input_shape = _check(cfg, input_shape, num_classes, augmentation)
-    if cfg.architecture in SCRATCH:
+    if not ARCHITECTURES[cfg.architecture].pretrained:
         return _build_scratch(cfg.architecture, input_shape, num_classes, augmentation, seed)
     return _build_transfer(cfg, input_shape, num_classes, augmentation, seed)
 
@@ -159,9 +152,9 @@ def _count(weights) -> int:
 
 def _check(cfg, input_shape, num_classes, augmentation) -> tuple[int, int, int]:
     """Refuse settings Keras would fail on later with a less clear message."""
-    if cfg.architecture not in ARCHITECTURE_INFO:
+    if cfg.architecture not in ARCHITECTURES:
         raise ModelError(
-            f"Unknown architecture '{cfg.architecture}'; choose one of {', '.join(ARCHITECTURE_INFO)}."
+            f"Unknown architecture '{cfg.architecture}'; choose one of {', '.join(ARCHITECTURES)}."
         )
     if augmentation not in AUGMENTATIONS:
         raise ModelError(f"Unknown augmentation '{augmentation}'; choose one of {', '.join(AUGMENTATIONS)}.")
@@ -172,14 +165,14 @@ def _check(cfg, input_shape, num_classes, augmentation) -> tuple[int, int, int]:
     if num_classes < 2:
         raise ModelError(f"A classifier needs at least 2 classes; the dataset has {num_classes}.")
     height, width, channels = (int(n) for n in input_shape)
-    if cfg.architecture in SCRATCH:
+    if not ARCHITECTURES[cfg.architecture].pretrained:
         if min(height, width) < MIN_SCRATCH_SIDE:
             raise ModelError(
                 f"Images of {height}x{width} are too small for {cfg.architecture}: "
                 f"it needs at least {MIN_SCRATCH_SIDE}x{MIN_SCRATCH_SIDE}."
             )
         return height, width, channels
-    name = DISPLAY_NAMES[cfg.architecture]
+    name = ARCHITECTURES[cfg.architecture].label
     if channels not in (1, 3):
         raise ModelError(
             f"{name} takes RGB images (3 channels) or grayscale (1 channel, repeated to RGB); "
@@ -190,13 +183,13 @@ def _check(cfg, input_shape, num_classes, augmentation) -> tuple[int, int, int]:
         raise ModelError(f"input_size {size} is too small for {name}: it needs at least {MIN_PRETRAINED_SIDE}.")
     if cfg.weights == "file":
         _check_weights_file(cfg, size)
-    elif cfg.weights not in ("imagenet", "none"):
-        raise ModelError(f"Unknown weights '{cfg.weights}'; choose one of imagenet, none, file.")
+    elif cfg.weights not in WEIGHTS:
+        raise ModelError(f"Unknown weights '{cfg.weights}'; choose one of {', '.join(WEIGHTS)}.")
     return height, width, channels
 
 
 def _expected_weights(architecture: str, size: int) -> str:
-    name = DISPLAY_NAMES[architecture]
+    name = ARCHITECTURES[architecture].label
     return (
         f"expected Keras .h5 weights of {name} without its top (include_top=False), "
         f"such as {_imagenet_file(architecture, size)[0]}"
@@ -277,7 +270,7 @@ def _build_transfer(cfg, input_shape, num_classes, augmentation, seed) -> keras.
     _freeze(base, cfg.trainable_layers)
     x = base(x)
 
-    head = DEFAULT_HEADS[architecture] if cfg.head == "default" else cfg.head
+    head = ARCHITECTURES[architecture].default_head if cfg.head == "default" else cfg.head
     if architecture == "vgg16":
         x = layers.Flatten(name="flatten")(x)
     else:
@@ -343,7 +336,7 @@ def _download_imagenet(architecture: str, size: int) -> str:
         )
     except Exception:
         raise ModelError(
-            f"Could not download the ImageNet weights for {DISPLAY_NAMES[architecture]} "
+            f"Could not download the ImageNet weights for {ARCHITECTURES[architecture].label} "
             "(no internet connection?). Use a local weights file (weights: file) "
             "or train without pretrained weights (weights: none)."
         ) from None
@@ -367,7 +360,7 @@ def _load_base_weights(base: keras.Model, path: str, architecture: str, size: in
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"The weights file {path} does not fit {DISPLAY_NAMES[architecture]} ({reason}); "
+            f"The weights file {path} does not fit {ARCHITECTURES[architecture].label} ({reason}); "
             f"{_expected_weights(architecture, size)}."
         ) from None
 
@@ -387,20 +380,23 @@ def _take_rgb(base: keras.Model, first_conv: str) -> None:
 def _freeze(base: keras.Model, trainable_layers: int) -> None:
     """0 freezes the base, N > 0 trains its last N layers, -1 trains it all.
 
-    Batch normalization always stays frozen, so it keeps the pretrained
-    statistics in inference mode while fine-tuning (the Keras transfer
+    Fine-tuning the last N layers keeps every batch normalization frozen, so
+    it keeps the pretrained statistics in inference mode (the Keras transfer
     learning guide's advice). In Keras 3 `base(x, training=False)` does not
     do this: fit()'s training=True reaches nested models
     (keras-team/keras#20285); a BatchNormalization with trainable=False
-    uses its moving statistics whatever `training` says.
+    uses its moving statistics whatever `training` says. -1 trains batch
+    normalization too, as the first seed trained ResNet50 (26,162,698
+    trainable parameters; only the moving statistics are not).
     """
     if trainable_layers == 0:
         base.trainable = False
         return
     base.trainable = True
-    if trainable_layers > 0:
-        for layer in base.layers[:-trainable_layers]:
-            layer.trainable = False
+    if trainable_layers < 0:
+        return
+    for layer in base.layers[:-trainable_layers]:
+        layer.trainable = False
     for layer in base.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False

@@ -14,10 +14,10 @@ Hand-written rather than passing the arrays to `model.fit`, for two reasons:
 On TensorFlow the stream is a `tf.data` pipeline of batches of image
 indices, and the training step itself gathers its batch from the images
 (`Stream.to_batch`, run inside the step's graph): no tf.data function runs
-per batch and no batch crosses threads, which made SimCNN's epoch 1-3%
-shorter on 2 cores (benchmarks/bench_train.py --also gathers). Under a
-tf.distribute strategy the dataset is split across devices, so there
-tf.data gathers the batches itself. On JAX and PyTorch the stream is a
+per batch and no batch crosses threads (benchmarks/bench_train.py --also
+gathers measures it against tf.data's gather); `batch_from_feed` puts the
+gather into the step while `fit` runs. Under a tf.distribute strategy the
+dataset is split across devices, so there tf.data gathers the batches itself. On JAX and PyTorch the stream is a
 `keras.utils.PyDataset` read in order in the training thread (indexing 32
 images from a numpy array takes microseconds). Imported when a run starts
 (it imports keras), like engine/callbacks.py.
@@ -25,12 +25,15 @@ images from a numpy array takes microseconds). Imported when a run starts
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
 import numpy as np
+
+from engine.train_step import wrapped_train_step
 
 PREFETCH_BATCHES = 2  # enough to hide the gather of the next batch; more only holds memory
 
@@ -85,6 +88,19 @@ def training_stream(x: np.ndarray, y: np.ndarray, batch_size: int, steps_per_epo
         return Stream(indices, gather)
     batches = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return Stream(_tf_options(batches.prefetch(PREFETCH_BATCHES)))
+
+
+def batch_from_feed(model, to_batch):
+    """Inside the block, each training step turns what the stream feeds it
+    into its batch with `to_batch` (the in-step gather: `Stream.to_batch`),
+    before Keras' own train_step; without a `to_batch`, nothing changes."""
+    if to_batch is None:
+        return contextlib.nullcontext()
+
+    def wrap(step):
+        return lambda data: step(to_batch(data))
+
+    return wrapped_train_step(model, wrap)
 
 
 def _tf_index_batches(count: int, batch_size: int, seed: int):

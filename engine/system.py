@@ -20,7 +20,7 @@ def prepare_tensorflow(cpus: int | None = None) -> bool | None:
     before they sleep. With many cores that costs only idle cores; with two,
     a spinning thread burns a core the machine (and the window) could use.
     With spinning off, SimCNN's epoch took the same time on 2 cores and
-    about 5% less CPU (benchmarks/bench_train.py --also spin). Returns whether
+    about 5% less CPU (benchmarks/bench_train.py --levers spin). Returns whether
     spinning is off, or None when the runtime had already started (its
     thread pools are fixed then) or the backend is not TensorFlow.
 
@@ -100,3 +100,36 @@ def _device(backend: str) -> str:
     except Exception:  # device queries must never break start-up
         pass
     return "CPU"
+
+
+def start_compute_threads_nicer(steps: int = 10) -> None:
+    """Let the backend start its compute threads `steps` below the caller's priority (Linux).
+
+    TensorFlow starts its thread pools when the first tensor is made, and on
+    Linux a new thread inherits the niceness of the thread that starts it. So
+    a short-lived, nicer thread makes the first tensor: when training keeps
+    every core busy, the scheduler still runs the window's thread at once.
+    The threads that run Python keep the normal priority: one that held the
+    GIL while starved of CPU would stall the window. Call it before anything
+    else has made a tensor; a lower priority is a nicety, never a reason to fail.
+    """
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):
+        return
+
+    def start() -> None:
+        try:
+            thread_id = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + steps)
+            import keras
+
+            prepare_tensorflow()
+            keras.ops.convert_to_tensor(0.0)
+        except Exception:
+            pass
+
+    starter = threading.Thread(target=start, name="cifar-studio-backend-start")
+    starter.start()
+    starter.join()

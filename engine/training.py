@@ -2,9 +2,11 @@
 
 The GUI runs it on a worker thread and the CLI on the main thread; both get
 the same events (engine/events.py). Everything goes through Keras' own
-machinery: `model.fit` with Keras callbacks (CSVLogger for the history,
-ModelCheckpoint for the best model, EarlyStopping), Keras optimizers and
-learning-rate schedules, and `model.stop_training` for a graceful stop.
+machinery: `model.fit` with Keras callbacks (engine/callbacks.py: one per
+concern, writing the history, the best and the last model through the run
+store; Keras' EarlyStopping), Keras optimizers and learning-rate schedules,
+and `model.stop_training` for a graceful stop. A stopped run is saved and
+evaluated like a finished one, with its weights as they stood at the stop.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from engine import data as data_module
+from engine import datasets as data_module
 from engine.config import RunConfig, validate
 from engine.errors import ConfigError, EngineError
-from engine.evaluation import evaluate_model
-from engine.inference import write_class_names
+from engine.evaluation import EVALUATION_BATCH, evaluate_model, evaluation_split
 from engine.events import Listener, RunEnded, RunStarted, StageEvent
 from engine.runs import RunStore
 
@@ -37,10 +37,10 @@ class SpeedSettings:
     exactly steps_per_epoch long) instead of the arrays themselves;
     `gather_in_step`: the stream feeds image indices and each training step
     gathers its batch (TensorFlow without a distribution strategy).
-    `fused_batch_norm`: engine/fastpaths.py's fused kernel while training
+    `fused_batch_norm`: engine/train_step.py's fused kernel while training
     (TensorFlow only). `jit_compile`: Keras' own "auto" uses XLA on GPUs and
-    not on CPUs, where it made SimCNN's epoch 1.7-1.9x as long here (the stop
-    gate keeps its cond out of XLA: fastpaths.StepGate).
+    not on CPUs, where it made SimCNN's epochs longer (the stop gate keeps
+    its cond out of XLA: train_step.StepGate).
     """
 
     stream_input: bool = True
@@ -51,7 +51,7 @@ class SpeedSettings:
     # without a distribution, several steps per graph call (one Python round
     # trip and one set of callbacks per call instead of per batch), as many
     # as make about CALL_WORK of work and at most this many; otherwise 1.
-    # Stop is still honoured within one batch (fastpaths.StepGate).
+    # Stop is still honoured within one batch (train_step.StepGate).
     # Measured for SimCNN at batch 32 (50 steps a call): 10 steps a call took
     # 0.87 of one step's epoch time, 50 steps 0.92 of 10 steps'.
     auto_steps_per_execution: int = 50
@@ -101,8 +101,8 @@ class Trainer:
 
     `run()` blocks until the run has finished, stopped or failed, and never
     raises for a user's mistake: a bad setting or dataset ends the run as
-    "failed" with the reason (also returned). `request_stop()` may be called
-    from any thread; the current batch is the last one.
+    "failed" with the reason (also returned). `request_stop()` and `cancel()`
+    may be called from any thread.
     """
 
     def __init__(self, config: RunConfig, listener: Listener | None = None, store: RunStore | None = None,
@@ -116,10 +116,27 @@ class Trainer:
         self.model = None
         self.recorder = None
         self._stop = threading.Event()
-        self._gate = None  # fastpaths.StepGate while a multi-step fit runs
+        self._cancel = threading.Event()  # the evaluation after training ends too
+        self._training_over = False
+        self._gate = None  # train_step.StepGate while a multi-step fit runs
 
     def request_stop(self) -> None:
+        """Stop training after the batch in flight; the run is then saved and
+        evaluated. Asked again, or once training is over, it cancels the
+        evaluation (the run keeps its model and can be evaluated later)."""
+        if self._stop.is_set() or self._training_over:
+            self._cancel.set()
         self._stop.set()
+        self._close_gate()
+
+    def cancel(self) -> None:
+        """End the run as soon as possible: stop training and skip or cut
+        short its evaluation (closing the window never waits for one)."""
+        self._cancel.set()
+        self._stop.set()
+        self._close_gate()
+
+    def _close_gate(self) -> None:
         gate = self._gate
         if gate is not None:  # fit is running: end the call in flight and the fit loop
             gate.close()
@@ -184,9 +201,9 @@ class Trainer:
         cfg = self.config
         ds = self.dataset
         keras = _keras()
-        from engine.callbacks import EpochRecorder, ProgressCallback
-        from engine.fastpaths import StepGate, batch_from_feed, fused_batch_norm
-        from engine.pipeline import training_stream
+        from engine.callbacks import BestCheckpoint, EpochRecorder, HistoryWriter, LastCheckpoint, ProgressCallback
+        from engine.pipeline import batch_from_feed, training_stream
+        from engine.train_step import StepGate, fused_batch_norm
 
         if self.store is None:
             self.store = RunStore()
@@ -208,13 +225,15 @@ class Trainer:
         ))
 
         monitor = "val_accuracy" if has_val else "accuracy"
-        progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started)
-        recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started)
+        gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
+            and t.distribution == "none"
+        progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started, gated=gated)
+        recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started, progress)
         callbacks = [
             progress,
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-            keras.callbacks.ModelCheckpoint(str(run_dir / "best.h5"), monitor=monitor, mode="max",
-                                            save_best_only=True, verbose=0),
+            HistoryWriter(store, record.run_id, progress),
+            LastCheckpoint(store, record.run_id, ds.class_names, progress),
+            BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress),
             recorder,
         ]
         if t.early_stopping:
@@ -231,8 +250,6 @@ class Trainer:
             inputs, to_batch = {"x": stream.feed, "shuffle": False}, stream.to_batch
         else:
             inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
-        gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
-            and t.distribution == "none"
         if gated:
             self._gate = StepGate()
             if self._stop.is_set():
@@ -251,35 +268,31 @@ class Trainer:
                 )
         finally:
             self._gate = None
+            self._training_over = True
         train_seconds = time.monotonic() - train_start
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
 
         self.listener.on_stage(StageEvent("save", "Saving the model"))
-        self._save_model(model, run_dir, ds.class_names)
-        if (run_dir / "best.h5").exists():
-            write_class_names(run_dir / "best.h5", ds.class_names)
-
-        test_metrics: dict[str, float] = {}
-        if epochs_done and not stopped:
-            split, x_eval, y_eval = (("test", ds.x_test, ds.y_test) if len(ds.y_test)
-                                     else ("validation", ds.x_val, ds.y_val))
-            if len(y_eval):
-                self.listener.on_stage(StageEvent(
-                    "evaluate", f"Evaluating on the whole {split} split ({len(y_eval)} images)"))
-                evaluation = evaluate_model(model, x_eval, y_eval, ds.class_names, split=split,
-                                            batch_size=max(t.batch_size, 256))
-                store.write_json(record.run_id, "metrics.json", evaluation.summary())
-                np.savez_compressed(run_dir / "predictions.npz", **evaluation.arrays())
-                test_metrics = {"loss": evaluation.loss, "accuracy": evaluation.accuracy,
-                                "top5_accuracy": evaluation.top5_accuracy, **{
-                                    f"macro_{k}": v for k, v in evaluation.macro.items()}}
-                store.update(record.run_id, test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+        store.save_model(record.run_id, model, "final", ds.class_names)
 
         status = "stopped" if stopped else "finished"
         reason = "stopped by the user" if stopped else "completed"
         if not stopped and epochs_done < t.epochs:
             reason = f"early stopping after epoch {epochs_done}"
+        test_metrics: dict[str, float] = {}
+        split, x_eval, y_eval = evaluation_split(ds)
+        if len(y_eval):
+            evaluation = evaluate_model(model, x_eval, y_eval, ds.class_names, split=split,
+                                        batch_size=max(t.batch_size, EVALUATION_BATCH),
+                                        should_stop=self._cancel.is_set, report=self.listener.on_stage)
+            if evaluation is None:
+                reason += "; its evaluation was cancelled (evaluate the run to get its metrics)"
+            else:
+                store.write_evaluation(record.run_id, evaluation, "model.h5")
+                test_metrics = {"loss": evaluation.loss, "accuracy": evaluation.accuracy,
+                                "top5_accuracy": evaluation.top5_accuracy, **{
+                                    f"macro_{k}": v for k, v in evaluation.macro.items()}}
         store.update(record.run_id, status=status, reason=reason, finished=time.time(),
                      train_seconds=train_seconds, epochs_done=epochs_done)
         return self._ended(status, reason, started, epochs_done, test_metrics)
@@ -361,11 +374,6 @@ class Trainer:
             return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
         return keras.optimizers.RMSprop(learning_rate=schedule, momentum=t.momentum,
                                         weight_decay=t.weight_decay or None)
-
-    def _save_model(self, model, run_dir: Path, class_names: list[str]) -> None:
-        for name in ("model.keras", "model.h5"):  # .keras first: an .h5 save drops the optimizer (keras#23475)
-            model.save(run_dir / name)
-            write_class_names(run_dir / name, class_names)
 
     def _ended(self, status, reason, started, epochs_done=None, test_metrics=None) -> RunEnded:
         if epochs_done is None:

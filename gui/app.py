@@ -1,8 +1,8 @@
 """Start the window.
 
 `run_gui` shows the window before Keras is imported: nothing imported here
-or by the views imports Keras or TensorFlow; the worker imports them on its
-own thread once the window is up.
+or by the views imports Keras or TensorFlow; the task runner's lanes import
+them once the window is up (gui/concurrent.py).
 
 With CIFAR_STUDIO_STARTUP_PROBE=1 the app prints one JSON line when the
 window is first exposed (the wall-clock time, and whether Keras or

@@ -1,10 +1,11 @@
 """The main window: the settings panels on the left, the tabs on the right.
 
-Owns the worker and ties the views together: it gathers the panels'
-settings into one RunConfig, validates it (with the loaded dataset's split
-sizes when there is one), marks the fields that are wrong and says why Train
-is disabled; it starts and stops runs, remembers the settings and the layout,
-and on close stops a run cleanly before letting the threads go.
+Owns the task runner and the training session and ties the views together:
+it gathers the panels' settings into one RunConfig, validates it (with the
+loaded dataset's split sizes when there is one), marks the fields that are
+wrong and says why Train is disabled; it starts and stops runs when the
+Train tab asks, remembers the settings and the layout, and on close stops a
+run cleanly before letting the threads go.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from PySide6.QtWidgets import (
 )
 
 import engine
-from engine.config import RunConfig, validate
-from gui.dataset_panel import DatasetPanel
-from gui.hyperparameter_panel import HyperparameterPanel
-from gui.model_panel import ARCHITECTURE_LABELS, ModelPanel
+from engine.config import RunConfig, apply_preset, preset_matches, validate
+from engine.registry import ARCHITECTURES
+from gui.concurrent import TaskRunner, TaskState
+from gui.panels.dataset import DatasetPanel
+from gui.panels.hyperparameters import CUSTOM, HyperparameterPanel
+from gui.panels.model import ModelPanel
 from gui.settings import Settings
-from gui.train_tab import TrainTab
-from gui.worker import Worker
+from gui.tabs.train import TrainTab
+from gui.training import TrainingSession
 
 APP_NAME = "CIFAR Studio"
 KNOWN_SHAPES = {  # image shape and classes of the sources that always give the same
@@ -31,11 +34,22 @@ KNOWN_SHAPES = {  # image shape and classes of the sources that always give the 
     "cifar100": ((32, 32, 3), 100),
     "fashion_mnist": ((28, 28, 1), 10),
 }
+# What the tabs not built yet will show, and what to use until then.
 LATER = {
-    "Results": "The Results view of a run (test metrics, per-class scores, the confusion matrix "
-               "and the test images with their predictions) comes in a later issue.",
-    "Compare": "Comparing runs side by side (curves, settings, exports) comes in a later issue.",
-    "Classify": "Classifying your own pictures with a saved .h5 or .keras model comes in a later issue.",
+    "Results": "<p><b>A run's results are not shown in the window yet.</b></p>"
+               "<p>Until they are, in a terminal in the app's folder:</p>"
+               "<p><code>python main.py runs</code> lists every run with its id and test accuracy;<br>"
+               "<code>python main.py show RUN</code> prints a run's settings, its history and its test "
+               "accuracy, loss and per-class precision, recall and F1;<br>"
+               "<code>python main.py evaluate RUN</code> evaluates its model on the whole test split.</p>",
+    "Compare": "<p><b>Comparing runs side by side is not in the window yet.</b></p>"
+               "<p>Until it is, <code>python main.py runs</code> lists every run with its settings' preset, "
+               "epochs, test accuracy and training time, and <code>python main.py show RUN</code> prints "
+               "one run's settings and history to set beside another's.</p>",
+    "Classify": "<p><b>Classifying your own pictures is not in the window yet.</b></p>"
+                "<p>Until it is: <code>python main.py predict model.h5 photo.jpg pictures/ --top 3</code> "
+                "prints the top classes of each image (a saved .h5 or .keras file, or a run id, and image "
+                "files or folders); add <code>--csv predictions.csv</code> to save them.</p>",
 }
 
 
@@ -55,20 +69,24 @@ class MainWindow(QMainWindow):
         self.backend: dict = {}
         self._close_when_stopped = False
         self._shown_once = False
+        self._applying_preset = False
         self.setWindowTitle(APP_NAME)
         self.setObjectName("main_window")
 
-        self.worker = Worker(self)
-        self.dataset_panel = DatasetPanel(self.worker)
-        self.model_panel = ModelPanel(self.worker)
+        self.runner = TaskRunner(self)
+        self.training = TrainingSession(self.runner, self)
+        self.dataset_panel = DatasetPanel(self.runner)
+        self.model_panel = ModelPanel(self.runner)
         self.hyperparameter_panel = HyperparameterPanel()
-        self.train_tab = TrainTab(self.worker)
+        self.train_tab = TrainTab(self.training)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.train_tab, "Train")
         for name, text in LATER.items():
             label = QLabel(text)
             label.setAlignment(Qt.AlignCenter)
             label.setWordWrap(True)
+            label.setTextFormat(Qt.RichText)
+            label.setTextInteractionFlags(Qt.TextSelectableByMouse)
             label.setObjectName("later")
             self.tabs.addTab(label, name)
         self.setCentralWidget(self.tabs)
@@ -86,10 +104,9 @@ class MainWindow(QMainWindow):
         self.model_panel.changed.connect(self._on_settings_changed)
         self.hyperparameter_panel.changed.connect(self._on_settings_changed)
         self.hyperparameter_panel.preset_chosen.connect(self._on_preset_chosen)
-        self.train_tab.train_button.clicked.connect(self.train)
-        self.train_tab.stop_button.clicked.connect(self.stop)
-        self.worker.backend_ready.connect(self._on_backend_ready)
-        self.worker.run_ended.connect(self._on_run_ended)
+        self.train_tab.train_requested.connect(self.train)
+        self.train_tab.stop_requested.connect(self.stop)
+        self.training.run_ended.connect(self._on_run_ended)
 
         self._restore()
 
@@ -146,10 +163,14 @@ class MainWindow(QMainWindow):
 
     def train_blocked_reason(self) -> str:
         """Why Train is disabled now ("" when it is not)."""
-        return self.train_tab.reason.text() if not self.worker.is_training else ""
+        return self.train_tab.blocked_reason() if not self.training.is_training else ""
 
     def _on_settings_changed(self) -> None:
+        if self._applying_preset:
+            return
         config, problems = self.run_config()
+        if config.preset and not preset_matches(config, config.preset):
+            self.hyperparameter_panel.show_preset(CUSTOM)
         self._count_params_for(config)
         for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
             panel.show_problems(problems)
@@ -158,22 +179,26 @@ class MainWindow(QMainWindow):
             message = next(iter(problems.values()))
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             reason = f"Cannot train: {message}{more}"
-        running = self.worker.is_training
+        running = self.training.is_training
         self.train_tab.set_running(running, reason)
         self.train_action.setEnabled(not running and not reason)
         self.stop_action.setEnabled(running)
 
-    def _on_preset_chosen(self, name: str, preset: RunConfig) -> None:
-        architecture = preset.model.architecture
-        current = self.model_panel.architecture.value()
-        self.train_tab.add_log(f"Preset '{name}' filled the hyperparameters.")
-        if architecture != current:
-            model_config = RunConfig(model=preset.model)
-            self.model_panel.set_config(model_config)
-            self.train_tab.add_log(
-                f"It is made for {ARCHITECTURE_LABELS[architecture]}, so the model is now "
-                f"{ARCHITECTURE_LABELS[architecture]} (was {ARCHITECTURE_LABELS[current]})."
-            )
+    def _on_preset_chosen(self, name: str) -> None:
+        """Apply a preset to the panels' settings; the architecture stays the user's."""
+        config = RunConfig()
+        for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
+            panel.write_into(config)
+        config = apply_preset(config, name)
+        self._applying_preset = True
+        try:
+            self.model_panel.set_config(config)
+            self.hyperparameter_panel.set_config(config)
+        finally:
+            self._applying_preset = False
+        self.train_tab.add_log(f"Preset '{name}' filled the hyperparameters for "
+                               f"{ARCHITECTURES[config.model.architecture].label}.")
+        self._on_settings_changed()
 
     def _on_dataset_loaded(self, dataset) -> None:
         self._on_settings_changed()
@@ -225,31 +250,30 @@ class MainWindow(QMainWindow):
 
     def train(self) -> bool:
         """Start a run with the panels' settings; False if it cannot start."""
-        if self.worker.is_training:
+        if self.training.is_training:
             return False
         config, problems = self.run_config()
         if problems:
             self._on_settings_changed()
             return False
         dataset = self.dataset_panel.dataset_for(config.dataset)
-        architecture = ARCHITECTURE_LABELS[config.model.architecture]
+        architecture = ARCHITECTURES[config.model.architecture].label
         data = "the loaded dataset" if dataset is not None else "the dataset (loading it first)"
         self.train_tab.start(f"Training {architecture} on {data}.")
         self.tabs.setCurrentWidget(self.train_tab)
-        self.worker.train(config, dataset)
+        self.training.train(config, dataset)
         self._on_settings_changed()
         self.save_settings()
         return True
 
     def stop(self) -> None:
-        if self.worker.is_training:
-            self.train_tab.add_log("Stopping after the current batch…")
-            self.train_tab.stop_button.setEnabled(False)
-            self.worker.stop()
+        if self.training.is_training:
+            self.train_tab.stopping()
+            self.training.stop()
 
     def _on_run_ended(self, event) -> None:
         self._on_settings_changed()
-        self.statusBar().showMessage(self.train_tab.summary.text(), 10000)
+        self.statusBar().showMessage(self.train_tab.summary_text(), 10000)
         if self._close_when_stopped:
             self.close()
 
@@ -273,6 +297,12 @@ class MainWindow(QMainWindow):
         return (f"<b>{APP_NAME}</b> {engine.__version__}<br>"
                 "Train, compare and use image classifiers.<br><br>" + keras_line)
 
+    def _report_backend(self) -> None:
+        self.runner.start(_backend_info, on_done=self._on_backend_ready,
+                          on_error=lambda exc: self._on_backend_ready(
+                              {"keras_version": "unknown", "backend": "unknown", "device": "unknown",
+                               "error": str(exc)}))
+
     def _on_backend_ready(self, info: dict) -> None:
         self.backend = info
         self.backend_label.setText(
@@ -286,19 +316,20 @@ class MainWindow(QMainWindow):
         if not self._shown_once:
             self._shown_once = True
             self.shown.emit()
-            # Import Keras once the window is up (on the worker's thread).
-            QTimer.singleShot(100, self.worker.report_backend)
+            # Import Keras once the window is up, off the GUI thread.
+            QTimer.singleShot(100, self._report_backend)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.worker.is_training:
+        if self.training.is_training:
             event.ignore()
             if self._close_when_stopped or self._confirm_stop():
                 self._close_when_stopped = True
                 self.statusBar().showMessage("Stopping the run before closing…")
-                self.stop()
+                self.train_tab.stopping()
+                self.training.stop(evaluate=False)
             return
         self.save_settings()
-        self.worker.shutdown()
+        self.runner.shutdown()
         super().closeEvent(event)
 
     def _confirm_stop(self) -> bool:
@@ -306,7 +337,17 @@ class MainWindow(QMainWindow):
             return self.confirm_stop_on_close
         answer = QMessageBox.question(
             self, "Stop training?",
-            "A run is still training. Stop it and close? What it has learned so far is saved as a stopped run.",
+            "A run is still training. Stop it and close? What it has learned so far is saved as a stopped "
+            "run (evaluate it later with main.py evaluate RUN).",
             QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
         )
         return answer == QMessageBox.Yes
+
+
+def _backend_info(state: TaskState) -> dict:
+    """Keras' version, backend and device; imports Keras, so on a lane."""
+    from engine.system import backend_info, start_compute_threads_nicer
+
+    info = dict(backend_info())
+    start_compute_threads_nicer()
+    return info

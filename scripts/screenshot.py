@@ -91,7 +91,7 @@ def main() -> int:
 
     def on_epoch_ended(event) -> None:
         if event.epoch == args.epochs_before:
-            window.worker.progress.connect(on_progress)
+            window.training.progress.connect(on_progress)
 
     def on_progress(event) -> None:
         if event.batch >= event.steps // 2 and "grabbed" not in state:
@@ -115,9 +115,9 @@ def main() -> int:
         app.quit()
 
     dataset.loaded.connect(on_loaded)
-    window.worker.dataset_failed.connect(on_failed)
-    window.worker.epoch_ended.connect(on_epoch_ended)
-    window.worker.run_ended.connect(on_run_ended)
+    window.dataset_panel.failed.connect(on_failed)
+    window.training.epoch_ended.connect(on_epoch_ended)
+    window.training.run_ended.connect(on_run_ended)
     QTimer.singleShot(500, dataset.load)
     app.exec()
     return state["status"]

@@ -1,6 +1,7 @@
-"""The benchmarks' interleaving harness (benchmarks/common.py): two live
-trials take turns one epoch at a time, in the order the comparison relies
-on. Timed nowhere: the child here only records what ran when."""
+"""The benchmarks' harness (benchmarks/common.py): live trials take turns one
+epoch at a time in the order the comparisons rely on, rounds that are not
+alike are left out, and epochs are timed at the same place for plain Keras
+and the engine. Timed nowhere: the child here reports made-up seconds."""
 
 import os
 import sys
@@ -27,10 +28,8 @@ CHILD = textwrap.dedent("""
             sys.exit("broken on purpose")
         with open(spec["log"], "a") as log:
             log.write(f"{{spec['name']}}{{epoch}}\\n")
-        busy = time.process_time() + 0.01
-        while time.process_time() < busy:
-            pass
-        epoch_turn({{"wall": 0.01, "epoch": epoch}})
+        steps = spec.get("short", {{}}).get(str(epoch), 10)
+        epoch_turn({{"wall": spec.get("wall", 1.0), "cpu": 1.0, "steps": steps, "epoch": epoch}})
     report({{"name": spec["name"], "epochs": spec["epochs"]}})
 """)
 
@@ -68,7 +67,44 @@ def test_a_trial_that_dies_ends_the_comparison_with_its_error(child, tmp_path, c
             os.kill(int(pid), 0)
 
 
+def test_compare_leaves_out_a_round_whose_epochs_ran_different_steps(child, tmp_path, capsys):
+    log = str(tmp_path / "log")
+    sides = {"plain": {"name": "plain", "log": log, "wall": 2.0, "short": {"2": 4}},
+             "engine": {"name": "engine", "log": log, "wall": 1.0}}
+    results = common.compare(str(child), sides, 4, "plain", "toy")
+
+    assert set(results) == {"plain", "engine"}
+    out = capsys.readouterr().out
+    assert "1 of 4 rounds left out" in out
+    # Three rounds kept, each 1.0 s against 2.0 s; without round 3 (after the short one), two.
+    assert "engine / plain per round (wall): 0.500, 0.500, 0.500" in out
+    assert "per-round median 0.500 over 2 rounds" in out
+
+
 def test_outside_an_interleaved_run_epoch_turn_does_nothing(monkeypatch, capsys):
     monkeypatch.delenv(common.INTERLEAVE_ENV, raising=False)
     common.epoch_turn({"wall": 1.0})
     assert capsys.readouterr().out == ""
+
+
+def test_time_epochs_times_every_fit_after_the_callers_own_callbacks(monkeypatch):
+    import keras
+    import numpy as np
+
+    monkeypatch.delenv(common.INTERLEAVE_ENV, raising=False)
+    monkeypatch.setattr(keras.Model, "fit", keras.Model.fit)  # restored after the test
+    records = common.time_epochs()
+    seen = []
+
+    class Callers(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(len(records))  # the timer has not run yet for this epoch
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((12, 4), "float32"), np.zeros((12, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=2, callbacks=[Callers()], verbose=0)
+
+    assert [r["steps"] for r in records] == [3, 3]
+    assert seen == [0, 1]
+    assert all(r["wall"] > 0 and r["cpu"] >= 0 for r in records)

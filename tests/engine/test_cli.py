@@ -1,5 +1,6 @@
 """The headless command line, run in-process (Ctrl-C: in a subprocess) on a tiny image folder."""
 
+import configparser
 import csv
 import os
 import signal
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cli
 import main
+from cli.commands import train_config
+from engine.config import RunConfig, preset
 from engine.runs import RunStore
 from toydata import CLASS_NAMES, toy_images
 
@@ -38,9 +42,34 @@ def image_folder(tmp_path):
 
 
 def run(capsys, *argv):
-    code = main.main(list(argv))
+    code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def settings_for(*argv) -> RunConfig:
+    return train_config(cli.build_parser().parse_args(["train", *argv]))
+
+
+def test_main_py_hands_arguments_to_the_cli(store, capsys):
+    assert main.main(["runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_a_preset_applies_to_the_model_given():
+    assert settings_for() == preset("Paper Table 1")
+    config = settings_for("--preset", "ResNet50-02", "--model", "vgg16", "--set", "epochs=3")
+    assert config.model.architecture == "vgg16" and config.model.trainable_layers == -1
+    assert (config.training.batch_size, config.training.epochs, config.preset) == (64, 3, "ResNet50-02")
+    assert settings_for("--preset", "SimCNN best").model.architecture == "simcnn"
+
+
+def test_a_config_file_keeps_its_settings_unless_a_preset_is_given(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(preset("Seed 2 (Adam)", "mobilenetv2").to_json())
+    assert settings_for("--config", str(path)) == preset("Seed 2 (Adam)", "mobilenetv2")
+    config = settings_for("--config", str(path), "--preset", "VGG16 fine-tune")
+    assert config.model.architecture == "mobilenetv2" and config.training.learning_rate == 1e-4
 
 
 def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, capsys, tmp_path):
@@ -72,8 +101,15 @@ def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, cap
     code, out, _ = run(capsys, "predict", run_id, str(first))
     assert code == 0 and out.startswith(str(image_folder))
 
+    (store / "runs" / run_id / "predictions.npz").unlink()
     code, out, _ = run(capsys, "evaluate", "cli run")
     assert code == 0 and "test split (40 images)" in out and "macro" in out
+    assert (store / "runs" / run_id / "predictions.npz").exists()  # written through the store again
+
+    (store / "runs.db").unlink()
+    code, out, err = run(capsys, "runs", "--rebuild")
+    assert code == 0 and "cli run" in out and "finished" in out
+    assert "rebuilt" in (out + err).lower()
 
     code, out, _ = run(capsys, "show", run_id[:15])
     assert code == 0 and "val_accuracy" in out and '"architecture": "simcnn"' in out
@@ -85,8 +121,9 @@ def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, cap
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/nowhere/at/all"], "--data /nowhere/at/all: no such file or folder"),
-    (["train", "--data", "cifar10", "--set", "epochs=ten"], "training.epochs = 'ten' is not a valid int"),
-    (["train", "--data", "cifar10", "--set", "learning_rate=-1"], "training.learning_rate = -1.0 is out of range"),
+    (["train", "--data", "cifar10", "--set", "epochs=ten"], "Epochs (training.epochs) = 'ten' is not a whole number"),
+    (["train", "--data", "cifar10", "--set", "learning_rate=-1"],
+     "Learning rate (training.learning_rate) = -1.0 is out of range"),
     (["train", "--data", "cifar10", "--set", "nonsense"], "expected KEY=VALUE"),
     (["evaluate", "no-such-run"], "no run 'no-such-run'"),
     (["predict", "missing.h5", "x.png"], "missing.h5: no such file"),
@@ -135,3 +172,14 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_saves_the_run(store, image_f
     record = RunStore(store).list_runs()[0]
     assert record.status == "stopped" and record.epochs_done < 200
     assert RunStore(store).model_path(record.run_id).exists()
+
+
+def test_setup_cfg_packages_the_cli_beside_main_py():
+    """An installed cifar-studio (entry point main:main) finds the cli package."""
+    from setuptools import find_packages
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(main.__file__).with_name("setup.cfg"))
+    include = [name.strip() for name in setup["options.packages.find"]["include"].split(",")]
+    assert "cli" in find_packages(where=str(Path(main.__file__).parent), include=include)
+    assert setup["options"]["py_modules"].strip() == "main"

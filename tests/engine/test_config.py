@@ -1,41 +1,194 @@
-"""Settings: validation messages, presets, JSON round-trip, --set parsing."""
+"""Settings: the registry, validation messages, presets, versioned JSON, --set parsing."""
+
+import dataclasses
+import json
 
 import pytest
 
-from engine.config import PRESETS, RunConfig, preset, validate
+from engine import registry
+from engine.config import (
+    CONFIG_VERSION, MOST_TRAINABLE_LAYERS, PRESET_MODEL_KEYS, PRESETS, SECTIONS, ModelConfig, RunConfig,
+    apply_preset, preset, preset_matches, validate,
+)
 from engine.errors import ConfigError
 
+# config.json as the code before settings versions wrote it (version 1, no "version" key).
+VERSION_1_JSON = """{
+  "dataset": {
+    "image_size": 32,
+    "path": "",
+    "seed": 0,
+    "source": "cifar10",
+    "test_subset": 0,
+    "train_subset": 0,
+    "validation_split": 0.1
+  },
+  "model": {
+    "architecture": "resnet50",
+    "head": "default",
+    "input_size": 0,
+    "trainable_layers": -1,
+    "weights": "imagenet",
+    "weights_file": ""
+  },
+  "name": "old run",
+  "preset": "ResNet50-02",
+  "training": {
+    "augmentation": "none",
+    "batch_size": 64,
+    "distribution": "none",
+    "early_stopping": 0,
+    "epochs": 30,
+    "label_smoothing": 0.0,
+    "learning_rate": 0.005,
+    "momentum": 0.0,
+    "optimizer": "sgd",
+    "precision": "float32",
+    "schedule": "constant",
+    "seed": 42,
+    "step_every": 10,
+    "step_factor": 0.1,
+    "steps_per_epoch": 0,
+    "steps_per_execution": 0,
+    "validation_steps": 0,
+    "warmup_epochs": 0,
+    "weight_decay": 0.0
+  }
+}"""
 
-def test_paper_table_1_is_the_seeds_settings():
-    t = preset("Paper Table 1").training
+
+def field_keys():
+    return {f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def test_the_registry_describes_every_setting_once():
+    assert set(registry.SETTINGS) == field_keys() | {"name", "preset"}
+    for key, described in registry.SETTINGS.items():
+        assert described.key == key and described.label and described.help
+        assert registry.setting(key) is described
+    assert registry.named("training.batch_size") == "Batch size (training.batch_size)"
+    with pytest.raises(KeyError):
+        registry.setting("training.speed")
+
+
+def test_every_default_is_an_allowed_choice_with_a_label():
+    config = RunConfig()
+    for key, described in registry.SETTINGS.items():
+        if described.choices is not None:
+            section, name = key.split(".")
+            assert getattr(getattr(config, section), name) in described.choices
+    assert registry.setting("training.optimizer").choices == {
+        "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+    assert registry.setting("model.trainable_layers").words == {0: "frozen", -1: "all"}
+
+
+def test_architectures_in_their_order_with_their_defaults():
+    assert list(registry.ARCHITECTURES) == ["simcnn", "resnet50", "vgg16", "mobilenetv2", "cnn"]
+    resnet = registry.ARCHITECTURES["resnet50"]
+    assert (resnet.label, resnet.pretrained, resnet.default_input_size, resnet.default_head) == (
+        "ResNet50", True, 224, "dense1024_512")
+    for architecture in registry.ARCHITECTURES.values():
+        assert architecture.description.endswith(".")
+        assert (architecture.default_head in registry.HEADS) == architecture.pretrained
+
+
+@pytest.mark.parametrize("architecture", list(registry.ARCHITECTURES))
+def test_paper_table_1_applies_to_every_architecture(architecture):
+    config = preset("Paper Table 1", architecture)
+    t = config.training
+    assert config.model.architecture == architecture and config.preset == "Paper Table 1"
     assert (t.batch_size, t.epochs, t.steps_per_epoch, t.validation_steps) == (32, 25, 550, 1)
     assert (t.optimizer, t.learning_rate, t.momentum) == ("sgd", 0.01, 0.0)
 
 
-def test_resnet50_02_and_seed_2_presets():
-    r = preset("ResNet50-02")
-    assert r.model.architecture == "resnet50"
-    assert (r.training.batch_size, r.training.epochs, r.training.learning_rate, r.training.steps_per_epoch) == (
-        64, 30, 0.005, 0)
+def test_resnet50_presets_train_the_whole_network_or_the_head():
+    seed = preset("ResNet50-02", "resnet50")
+    assert seed.model.trainable_layers == -1
+    assert (seed.training.batch_size, seed.training.epochs, seed.training.learning_rate,
+            seed.training.steps_per_epoch) == (64, 30, 0.005, 0)
+    frozen = preset("ResNet50 frozen base", "resnet50")
+    assert frozen.model.trainable_layers == 0 and frozen.training == seed.training
     a = preset("Seed 2 (Adam)").training
     assert (a.optimizer, a.learning_rate, a.batch_size, a.epochs) == ("adam", 1e-3, 64, 10)
+    vgg = preset("VGG16 fine-tune", "vgg16")
+    assert (vgg.model.trainable_layers, vgg.model.head, vgg.training.learning_rate) == (10, "dense256", 1e-4)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_is_valid_and_round_trips(name):
-    config = preset(name)
+@pytest.mark.parametrize("architecture", list(registry.ARCHITECTURES))
+def test_every_preset_is_valid_for_every_architecture_and_round_trips(name, architecture):
+    config = preset(name, architecture)
     assert config.validate() == {}
     assert RunConfig.from_json(config.to_json()) == config
+    assert preset_matches(config, name)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_preset_never_sets_the_architecture(name):
+    assert set(PRESETS[name].model) <= set(PRESET_MODEL_KEYS)
+    assert PRESETS[name].description
+
+
+def test_apply_preset_keeps_the_model_choice_data_and_machine_settings():
+    config = RunConfig(model=ModelConfig(architecture="mobilenetv2", weights="none"))
+    config.dataset.train_subset = 500
+    config.training.precision, config.training.steps_per_execution = "mixed_bfloat16", 7
+    applied = apply_preset(config, "VGG16 fine-tune")
+    assert (applied.model.architecture, applied.model.weights) == ("mobilenetv2", "none")
+    assert (applied.model.trainable_layers, applied.model.head) == (10, "dense256")
+    assert applied.dataset.train_subset == 500
+    assert (applied.training.precision, applied.training.steps_per_execution) == ("mixed_bfloat16", 7)
+    assert applied.training.learning_rate == 1e-4 and applied.preset == "VGG16 fine-tune"
+    assert config.model.trainable_layers == 0 and config.preset == ""  # the original is left as it was
+
+
+def test_preset_matches_until_a_field_it_sets_changes():
+    config = preset("ResNet50-02", "resnet50")
+    config.training.precision = "mixed_float16"
+    assert preset_matches(config, "ResNet50-02")
+    config.model.trainable_layers = 0
+    assert not preset_matches(config, "ResNet50-02")
+    assert preset_matches(config, "ResNet50 frozen base")
+    config.model.architecture = "simcnn"  # no pretrained base: the model settings do not count
+    assert preset_matches(config, "ResNet50-02")
+    config.training.epochs = 31
+    assert not preset_matches(config, "ResNet50-02")
+    assert not preset_matches(config, "Table 2")
+
+
+def test_validation_names_the_field_as_the_window_and_the_cli_do():
+    config = preset("Paper Table 1")
+    config.set("batch_size", "0")
+    assert validate(config) == {"training.batch_size": (
+        "Batch size (training.batch_size) = 0 is out of range; it must be between 1 and 8192")}
+
+
+def test_every_validation_message_starts_with_the_label_and_key():
+    config = RunConfig()
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.name in ("path", "weights_file"):
+                continue
+            bad = "nonsense" if f.type == "str" else -5
+            setattr(getattr(config, name), f.name, bad)
+    problems = validate(config)
+    assert set(problems) == field_keys() - {"dataset.path", "model.weights_file"}
+    config.dataset.source, config.model.weights = "folder", "file"
+    problems.update(validate(config))
+    assert set(problems) == field_keys()
+    for key, message in problems.items():
+        assert message.startswith(registry.named(key) + " "), message
 
 
 @pytest.mark.parametrize("key, value, words", [
-    ("batch_size", "0", ["training.batch_size", "0", "between 1 and 8192"]),
-    ("epochs", "-3", ["training.epochs", "-3"]),
-    ("learning_rate", "0", ["training.learning_rate", "above 0"]),
+    ("batch_size", "0", ["Batch size (training.batch_size)", "0", "between 1 and 8192"]),
+    ("epochs", "-3", ["Epochs (training.epochs)", "-3"]),
+    ("learning_rate", "0", ["Learning rate (training.learning_rate)", "above 0"]),
     ("momentum", "1.5", ["training.momentum", "1.5", "between 0 and 0.999"]),
-    ("validation_split", "0.9", ["dataset.validation_split", "0.9", "between 0 and 0.5"]),
-    ("optimizer", "adagrad", ["training.optimizer", "adagrad", "sgd, adam, adamw, rmsprop"]),
-    ("architecture", "alexnet", ["model.architecture", "alexnet", "simcnn"]),
+    ("validation_split", "0.9", ["Validation split (dataset.validation_split)", "0.9", "between 0 and 0.5"]),
+    ("optimizer", "adagrad", ["Optimizer (training.optimizer)", "adagrad", "sgd, adam, adamw, rmsprop"]),
+    ("architecture", "alexnet", ["Architecture (model.architecture)", "alexnet", "simcnn"]),
+    ("trainable_layers", "-2", ["Trainable layers (model.trainable_layers)", "-1 (all), 0 (frozen)"]),
 ])
 def test_invalid_values_name_field_value_and_what_is_allowed(key, value, words):
     config = preset("Paper Table 1")
@@ -57,21 +210,27 @@ def test_steps_per_epoch_cannot_overrun_the_data():
     assert validate(config, train_size=45_000, val_size=5_000) == {}
 
 
-def test_set_converts_types_and_auto():
+def test_set_converts_types_and_the_settings_words():
     config = preset("Paper Table 1")
     config.set("steps_per_epoch", "auto")
+    config.set("validation_steps", "All")
+    config.set("model.trainable_layers", "frozen")
     config.set("training.learning_rate", "1e-3")
     config.set("train_subset", "500")
-    assert config.training.steps_per_epoch == 0
+    assert (config.training.steps_per_epoch, config.training.validation_steps) == (0, 0)
+    assert config.model.trainable_layers == 0
     assert config.training.learning_rate == pytest.approx(1e-3)
     assert config.dataset.train_subset == 500
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("epochs", "ten", "training.epochs = 'ten' is not a valid int"),
-    ("batch_size", "2.5", "not a valid int"),
+    ("epochs", "ten", r"Epochs \(training.epochs\) = 'ten' is not a whole number"),
+    ("batch_size", "2.5", "not a whole number"),
+    ("learning_rate", "fast", r"Learning rate \(training.learning_rate\) = 'fast' is not a number"),
+    ("epochs", "auto", "is not a whole number"),
     ("colour", "red", "unknown setting 'colour'"),
     ("training.nope", "1", "unknown setting 'training.nope'"),
+    ("copy.x", "1", "unknown setting 'copy.x'"),
 ])
 def test_set_rejects_nonsense(key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -83,5 +242,46 @@ def test_from_json_rejects_bad_documents():
         RunConfig.from_json("{nope")
     with pytest.raises(ConfigError, match="unknown setting 'training.speed'"):
         RunConfig.from_json('{"training": {"speed": 3}}')
+    with pytest.raises(ConfigError, match=r"Epochs \(training.epochs\) = 2.5 is not a whole number"):
+        RunConfig.from_json('{"version": 2, "training": {"epochs": 2.5}}')
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("Table 2")
+
+
+def test_config_json_carries_its_version():
+    data = json.loads(preset("SimCNN best").to_json())
+    assert data["version"] == CONFIG_VERSION == 2
+    assert RunConfig.from_dict(data) == preset("SimCNN best")
+
+
+def test_version_1_files_open_migrated():
+    config = RunConfig.from_json(VERSION_1_JSON)
+    assert config.name == "old run" and config.training.batch_size == 64
+    # version 1's -1 kept batch normalization frozen: now every layer but batch normalization
+    assert config.model.trainable_layers == MOST_TRAINABLE_LAYERS
+    assert config.validate() == {}
+    assert not preset_matches(config, "ResNet50-02")
+
+
+def test_version_1_resnet50_02_was_the_frozen_base():
+    data = json.loads(VERSION_1_JSON)
+    data["model"]["trainable_layers"] = 0
+    config = RunConfig.from_dict(data)
+    assert config.preset == "ResNet50 frozen base" and preset_matches(config, "ResNet50 frozen base")
+
+
+def test_version_1_with_unknown_keys_is_still_an_error():
+    data = json.loads(VERSION_1_JSON)
+    data["training"]["speed"] = 3
+    with pytest.raises(ConfigError, match="unknown setting 'training.speed'"):
+        RunConfig.from_dict(data)
+
+
+def test_a_newer_version_is_refused_clearly():
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_json('{"version": 3, "training": {"turbo": true}}')
+    assert str(caught.value) == (
+        "these settings were saved by a newer CIFAR Studio (settings version 3; this one reads up to 2)")
+    for bad in ('"2"', "0", "true", "2.0"):
+        with pytest.raises(ConfigError, match="is not a version CIFAR Studio wrote"):
+            RunConfig.from_json('{"version": %s}' % bad)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from engine.evaluation import evaluate_probabilities
+from engine.evaluation import evaluate_model, evaluate_probabilities
 
 
 @pytest.fixture
@@ -58,3 +58,23 @@ def test_top_k_predictions_are_sorted_and_summary_is_json_ready(fixed):
     np.testing.assert_array_equal(result.top_k_indices[:, 0], probs.argmax(axis=1))
     summary = json.loads(json.dumps(result.summary()))
     assert summary["images"] == 300 and len(summary["per_class"]) == 6
+
+
+def test_an_evaluation_can_be_cancelled_between_batches():
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x, y = np.random.default_rng(0).normal(size=(64, 4)).astype("float32"), np.arange(64) % 3
+    asked = []
+
+    def stop_after_three_batches():
+        asked.append(1)
+        return len(asked) > 3
+
+    assert evaluate_model(model, x, y, ["a", "b", "c"], batch_size=8, should_stop=stop_after_three_batches) is None
+    assert len(asked) == 4  # once before predicting, then after each batch until it said stop
+    reports = []
+    whole = evaluate_model(model, x, y, ["a", "b", "c"], batch_size=8, should_stop=lambda: False,
+                           report=reports.append)
+    assert len(whole.y_true) == 64 and reports[0].stage == "evaluate" and reports[0].fraction == 0.0

@@ -13,8 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from engine.events import Listener
-from engine.fastpaths import batch_norm_layers, fused_batch_norm
+from engine.train_step import batch_norm_layers, fused_batch_norm
 from engine.pipeline import ShuffledBatches, Stream, batches_per_pass, training_stream
 from engine.runs import RunStore
 from engine.training import SpeedSettings, Trainer, auto_steps_per_execution, steps_per_call
@@ -177,7 +176,7 @@ def test_the_stop_gate_keeps_its_cond_out_of_xla():
     made SimCNN's epoch under XLA about 9x longer). Read from the traced graph."""
     import tensorflow as tf
 
-    from engine.fastpaths import StepGate
+    from engine.train_step import StepGate
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))

@@ -1,6 +1,5 @@
 """The Trainer end to end: real Keras on a tiny learnable problem."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from engine import callbacks
+from engine.evaluation import evaluate_run
 from engine.events import Listener
 from engine.runs import RunStore
 from engine.training import SpeedSettings, Trainer
@@ -40,13 +41,25 @@ class Recorder(Listener):
     def on_run_ended(self, event):
         self.events.append(("ended", event))
 
+    def on_log(self, text):
+        self.events.append(("log", text))
+
     def of(self, kind):
         return [e for k, e in self.events if k == kind]
 
 
 def test_training_learns_and_saves_everything(tmp_path):
     store = RunStore(tmp_path)
-    listener = Recorder()
+
+    class LastModelEachEpoch(Recorder):
+        saved = []
+
+        def on_epoch_ended(self, event):
+            super().on_epoch_ended(event)
+            last = store.model_path(self.of("started")[0].run_id, "last")
+            self.saved.append(last.stat().st_mtime_ns if last.exists() else None)
+
+    listener = LastModelEachEpoch()
     config = toy_config(epochs=3)
     config.model.architecture = "cnn"  # no batch norm: its moving averages need more steps than a toy gives
     result = Trainer(config, listener, store, dataset=toy_dataset()).run()
@@ -65,12 +78,24 @@ def test_training_learns_and_saves_everything(tmp_path):
     assert (record.status, record.epochs_done, record.test_accuracy) == ("finished", 3, result.test_metrics["accuracy"])
     history = store.history(result.run_id)
     assert history["val_accuracy"] == pytest.approx([e.logs["val_accuracy"] for e in epochs])
+    assert list(history) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "elapsed"]
+    assert 0 < history["elapsed"][0] < history["elapsed"][1] < history["elapsed"][2] <= record.train_seconds
     folder = store.run_dir(result.run_id)
-    for name in ("config.json", "history.csv", "metrics.json", "predictions.npz", "best.h5", "model.h5",
-                 "model.keras"):
-        assert (folder / name).exists(), name
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        "config.json", "run.json", "history.csv", "metrics.json", "predictions.npz", "best.h5", "last.keras",
+        "model.h5", "model.keras"])
     assert store.metrics(result.run_id)["split"] == "test"
     assert store.predictions(result.run_id)["confusion"].sum() == 40
+    assert None not in listener.saved and len(set(listener.saved)) == 3  # last.keras rewritten after each epoch
+    last = keras.models.load_model(folder / "last.keras")
+    assert type(last.optimizer).__name__ == "Adam"
+    assert int(last.optimizer.iterations.numpy()) == 30  # 3 epochs of 10 steps: the state to resume from
+    for ours, theirs in zip(trainer_weights(store, result.run_id), last.get_weights()):
+        np.testing.assert_allclose(ours, theirs)
+
+
+def trainer_weights(store, run_id):
+    return keras.models.load_model(store.model_path(run_id)).get_weights()
 
 
 def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
@@ -92,21 +117,24 @@ def test_saved_h5_opens_in_plain_keras_and_h5py_and_predicts_the_same(tmp_path):
     (1, "auto"), (10, "auto"),
     pytest.param(10, True, marks=pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA: TensorFlow")),
 ])
-def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path, steps_per_execution, jit_compile):
+def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_path, monkeypatch, steps_per_execution,
+                                                                         jit_compile):
     """With 10 steps per graph call too (and under XLA, as on a GPU): the
-    steps after the stop do nothing."""
+    steps after the stop do nothing. The epoch cut short is not recorded;
+    the stopped run is evaluated with its weights as they stood."""
+    monkeypatch.setattr(callbacks, "PROGRESS_INTERVAL", 0.0)  # progress after every call: a stop early in epoch 2
     store = RunStore(tmp_path)
 
-    class StopAtFirstProgress(Recorder):
+    class StopEarlyInTheSecondEpoch(Recorder):
         requested_at = None
 
         def on_progress(self, event):
             super().on_progress(event)
-            if self.requested_at is None:
+            if self.requested_at is None and event.epoch == 2:
                 self.requested_at = int(trainer.model.optimizer.iterations.numpy())
                 trainer.request_stop()
 
-    listener = StopAtFirstProgress()
+    listener = StopEarlyInTheSecondEpoch()
     trainer = Trainer(toy_config(epochs=5, batch_size=4, steps_per_execution=steps_per_execution), listener, store,
                       dataset=toy_dataset(train=400), speed=SpeedSettings(jit_compile=jit_compile))
     result = trainer.run()
@@ -114,10 +142,16 @@ def test_stop_takes_effect_within_one_batch_and_saves_the_run_as_stopped(tmp_pat
     assert result.status == "stopped"
     trained = int(trainer.model.optimizer.iterations.numpy())
     assert trained <= listener.requested_at + 1  # the batch in flight is the last one
-    assert trained < 100  # one epoch is 100 batches: stopped mid-epoch
+    assert 100 < trained < 200  # one epoch is 100 batches: stopped early in the second
     record = store.get(result.run_id)
-    assert record.status == "stopped" and record.epochs_done == 1
-    assert store.model_path(result.run_id).exists()
+    assert record.status == "stopped" and record.epochs_done == 1 == result.epochs_done
+    assert [e.epoch for e in listener.of("epoch")] == [1]
+    assert store.history(result.run_id)["epoch"] == [0.0]
+    assert "epoch 2 was cut short by Stop" in " ".join(listener.of("log"))
+    assert record.test_accuracy == result.test_metrics["accuracy"] and record.evaluated_model == "model.h5"
+    assert store.metrics(result.run_id)["images"] == 40
+    np.testing.assert_allclose(keras.models.load_model(store.model_path(result.run_id)).predict(
+        toy_dataset().x_test, verbose=0), trainer.model.predict(toy_dataset().x_test, verbose=0), atol=1e-6)
 
 
 def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
@@ -145,7 +179,15 @@ def test_killed_process_leaves_history_and_interrupted_status(tmp_path):
     assert record.status == "interrupted"
     assert record.epochs_done == 2
     assert store.history(record.run_id)["epoch"] == [0.0, 1.0]
-    assert (store.run_dir(record.run_id) / "best.h5").exists()
+    assert store.model_path(record.run_id, "last").exists()
+    assert store.metrics(record.run_id) == {}
+
+    evaluation = evaluate_run(store, record.run_id, dataset=toy_dataset())  # opened in Results, or `evaluate RUN`
+    record = store.get(record.run_id)
+    assert (record.status, record.evaluated_model, record.test_accuracy) == ("interrupted", "best.h5",
+                                                                             evaluation.accuracy)
+    assert store.metrics(record.run_id)["model_file"] == "best.h5"
+    assert store.predictions(record.run_id)["confusion"].sum() == 40
 
 
 def test_bad_settings_fail_with_the_reason_and_no_run(tmp_path):
@@ -155,7 +197,7 @@ def test_bad_settings_fail_with_the_reason_and_no_run(tmp_path):
     listener = Recorder()
     result = Trainer(config, listener, store, dataset=toy_dataset()).run()
     assert result.status == "failed"
-    assert "steps_per_epoch = 500 is more than the data gives" in result.reason
+    assert "steps_per_epoch) = 500 is more than the data gives" in result.reason
     assert listener.of("ended")[0].reason == result.reason
     assert store.list_runs() == []
 
@@ -196,13 +238,7 @@ def test_schedules_and_optimizers_run(tmp_path, schedule, optimizer):
 
 
 def test_stop_while_the_data_is_loading_is_a_stop_not_a_failure(tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "pictures"
-    data = toy_dataset(train=40)
-    for i, (image, label) in enumerate(zip(data.x_train, data.y_train)):
-        (folder / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / CLASS_NAMES[label] / f"{i}.png")
+    folder = picture_folder(tmp_path / "pictures", toy_dataset(train=40))
     config = toy_config(epochs=1)
     config.dataset.source, config.dataset.path = "folder", str(folder)
     trainer = Trainer(config, store=RunStore(tmp_path / "store"))
@@ -210,3 +246,49 @@ def test_stop_while_the_data_is_loading_is_a_stop_not_a_failure(tmp_path):
     result = trainer.run()
     assert result.status == "stopped" and result.reason == "stopped before training started"
     assert RunStore(tmp_path / "store").list_runs() == []
+
+
+def picture_folder(folder, data):
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(data.x_train, data.y_train)):
+        (folder / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / CLASS_NAMES[label] / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("how, status", [("Stop, then Stop again", "stopped"), ("cancel", "finished")])
+def test_the_evaluation_after_training_can_be_cancelled_and_run_later(tmp_path, how, status):
+    """Stop pressed again, or the window closed, while a run is evaluated:
+    the evaluation ends, the run keeps its model and status, and is
+    evaluated on demand later (here from its config: a picture folder)."""
+    store = RunStore(tmp_path / "store")
+    config = toy_config(epochs=2)
+    config.dataset.source, config.dataset.path = "folder", str(picture_folder(tmp_path / "pictures", toy_dataset(40)))
+
+    class CancelTheEvaluation(Recorder):
+        def on_epoch_ended(self, event):
+            super().on_epoch_ended(event)
+            if how.startswith("Stop"):
+                trainer.request_stop()  # after epoch 1: a stop in the validation that follows it
+
+        def on_stage(self, event):
+            super().on_stage(event)
+            if event.stage == "evaluate":
+                trainer.request_stop() if how.startswith("Stop") else trainer.cancel()
+
+    listener = CancelTheEvaluation()
+    trainer = Trainer(config, listener, store, dataset=toy_dataset())
+    result = trainer.run()
+
+    assert result.status == status and "evaluation was cancelled" in result.reason
+    assert result.test_metrics == {}
+    record = store.get(result.run_id)
+    assert (record.status, record.test_accuracy) == (status, None)
+    assert record.epochs_done == (1 if how.startswith("Stop") else 2)
+    assert store.metrics(result.run_id) == {} and store.model_path(result.run_id).exists()
+
+    evaluation = evaluate_run(store, result.run_id)
+    assert evaluation.split == "validation" and len(evaluation.y_true) == 4  # the folder has no test split
+    assert store.get(result.run_id).test_accuracy == evaluation.accuracy
+    assert store.metrics(result.run_id)["model_file"] == "model.h5"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import RunConfig, preset
-from engine.data import Dataset
+from engine.datasets import Dataset
 
 CLASS_NAMES = ["top_left", "top_right", "bottom_left", "bottom_right"]
 

@@ -69,11 +69,10 @@ def make_window(qtbot, settings_path):
         if window.isVisible():
             window.close()
             qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
-        for thread in window.worker.threads():
-            assert not thread.isRunning()
+        assert window.runner.threads() == []
         window.deleteLater()
     qtbot.wait(10)
-    # Collect the windows' Python wrappers now, while no worker thread runs.
+    # Collect the windows' Python wrappers now, while no lane's thread runs.
     gc.collect()
 
 

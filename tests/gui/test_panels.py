@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, QSettings
 
 from engine.config import preset
-from gui.hyperparameter_panel import CUSTOM
+from gui.panels.hyperparameters import CUSTOM
 from gui.settings import Settings
 from gui_helpers import CLASS_NAMES, use_tiny_run
 
@@ -45,11 +45,24 @@ def test_choosing_a_preset_fills_the_fields(window):
     assert window.run_config()[0].preset == ""
 
 
-def test_a_preset_for_another_architecture_sets_the_model_and_says_so(window):
-    window.model_panel.architecture.set_value("simcnn")
-    choose_preset(window, "Seed 2 (Adam)")
-    assert window.model_panel.architecture.value() == "cnn"
-    assert "CNN from scratch" in window.train_tab.log.toPlainText()
+def test_a_preset_keeps_the_architecture_the_user_chose(window):
+    """As the first seed applied Table 1 to SimCNN and to ResNet50 alike."""
+    model = window.model_panel
+    for architecture in ("simcnn", "resnet50"):
+        model.architecture.set_value(architecture)
+        choose_preset(window, "Paper Table 1")
+        config, _ = window.run_config()
+        assert config.model.architecture == architecture
+        assert config.preset == "Paper Table 1"
+        assert config.training == preset("Paper Table 1", architecture).training
+
+    choose_preset(window, "ResNet50-02")
+    assert model.architecture.value() == "resnet50"
+    assert model.trainable_layers.text() == "all"
+    assert window.hyperparameter_panel.batch_size.text() == "64"
+    assert "ResNet50" in window.train_tab.log.toPlainText()
+    model.trainable_layers.setText("frozen")
+    assert window.hyperparameter_panel.preset_list.currentText() == CUSTOM
 
 
 def test_an_invalid_field_disables_train_and_says_why(window, image_folder):
@@ -110,12 +123,42 @@ def test_a_missing_folder_is_explained_in_the_panel(window, tmp_path, qtbot):
     panel = window.dataset_panel
     panel.source.set_value("folder")
     panel.path.setText(str(tmp_path / "no such folder"))
-    with qtbot.waitSignal(window.worker.dataset_failed, timeout=LOAD_TIMEOUT_MS) as failed:
+    with qtbot.waitSignal(window.dataset_panel.failed, timeout=LOAD_TIMEOUT_MS) as failed:
         panel.load_button.click()
     assert "no such folder" in failed.args[0]
     assert panel.status.text() == failed.args[0]
     assert panel.status.property("error") is True
     assert panel.load_button.isEnabled()
+
+
+SEED_COUNTS = {  # architecture: total parameters with the default head, at 32x32 with 10 classes
+    "simcnn": 123_210,
+    "resnet50": 26_215_818,
+    "vgg16": 14_719_818,
+    "mobilenetv2": 2_270_794,
+    "cnn": 356_810,
+}
+
+
+def test_every_architecture_shows_its_parameter_count(make_window, qtbot):
+    """Choosing ResNet50 or VGG16 once killed the window (a Keras job on a
+    Qt-started thread); ImageNet weights are never loaded to count."""
+    window = make_window()
+    panel = window.model_panel
+    for weights in ("none", "imagenet"):
+        panel.weights.set_value(weights)
+        for architecture, total in SEED_COUNTS.items():
+            panel.architecture.set_value(architecture)
+            qtbot.waitUntil(lambda: panel.params_label.text().startswith(f"{total:,} total"),
+                            timeout=LOAD_TIMEOUT_MS)
+    panel.architecture.set_value("resnet50")
+    window.close()
+
+    again = make_window()  # a returning user whose last model was ResNet50
+    assert again.model_panel.architecture.value() == "resnet50"
+    qtbot.waitUntil(lambda: again.model_panel.params_label.text().startswith("26,215,818 total"),
+                    timeout=LOAD_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(again.backend), timeout=LOAD_TIMEOUT_MS)
 
 
 def test_parameter_counts_follow_the_options(window, qtbot):
@@ -125,7 +168,7 @@ def test_parameter_counts_follow_the_options(window, qtbot):
     panel.architecture.set_value("simcnn")
     qtbot.waitUntil(lambda: panel.params_label.text().startswith("123,210 total"), timeout=LOAD_TIMEOUT_MS)
     assert panel.counts == {"total": 123_210, "trainable": 122_890, "non_trainable": 320}
-    assert "SimCNN" in panel.description.text()
+    assert "small CNN" in panel.description.text()
 
 
 def test_settings_survive_a_new_window(make_window, image_folder, settings_path, qtbot):
@@ -175,7 +218,8 @@ def test_menus_have_shortcuts_and_open_model_shows_classify(window):
         assert not action.shortcut().isEmpty(), action.text()
     window.open_model_action.trigger()
     assert window.tabs.tabText(window.tabs.currentIndex()) == "Classify"
-    assert "later issue" in window.tabs.currentWidget().text()
+    assert "main.py predict" in window.tabs.currentWidget().text()
+    assert "issue" not in window.tabs.currentWidget().text()
 
 
 def test_parameter_counts_follow_the_datasets_classes(window, qtbot):

@@ -15,9 +15,9 @@ from gui_helpers import RUN_TIMEOUT_MS, use_tiny_run
 def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_folder, qtbot):
     use_tiny_run(window, image_folder, epochs=2)
     tab = window.train_tab
-    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+    with qtbot.waitSignal(window.training.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         qtbot.mouseClick(tab.train_button, Qt.LeftButton)
-        assert window.worker.is_training
+        assert window.training.is_training
         assert tab.stop_button.isEnabled() and not tab.train_button.isEnabled()
     result = ended.args[0]
     assert result.status == "finished", result.reason
@@ -40,7 +40,7 @@ def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_fold
     assert f"{result.test_metrics['accuracy']:.2%}" in tab.summary.text()
     assert "Test accuracy" in tab.summary.text()
     assert tab.train_button.isEnabled() and not tab.stop_button.isEnabled()
-    assert not window.worker.is_training
+    assert not window.training.is_training
 
 
 def legend_names(plot) -> list[str]:
@@ -50,10 +50,10 @@ def legend_names(plot) -> list[str]:
 def test_stop_ends_the_run_within_a_batch_and_saves_it_as_stopped(window, image_folder, qtbot):
     use_tiny_run(window, image_folder, epochs=200, batch_size=2)
     window.hyperparameter_panel.validation_steps.setText("1")
-    with qtbot.waitSignal(window.worker.progress, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(window.training.progress, timeout=RUN_TIMEOUT_MS):
         window.train()
     assert "validation (partial estimate)" in legend_names(window.train_tab.accuracy_plot)
-    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+    with qtbot.waitSignal(window.training.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         qtbot.mouseClick(window.train_tab.stop_button, Qt.LeftButton)
     result = ended.args[0]
     assert result.status == "stopped"
@@ -67,18 +67,18 @@ def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_wind
     baseline = threading.active_count()
     window = make_window()
     use_tiny_run(window, image_folder, epochs=200, batch_size=2)
-    with qtbot.waitSignal(window.worker.progress, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(window.training.progress, timeout=RUN_TIMEOUT_MS):
         window.train()
 
     window.confirm_stop_on_close = False
     window.close()
-    assert window.isVisible() and window.worker.is_training
+    assert window.isVisible() and window.training.is_training
 
     window.confirm_stop_on_close = True
-    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+    with qtbot.waitSignal(window.training.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
-    assert all(not thread.isRunning() for thread in window.worker.threads())
+    assert window.runner.threads() == []
     assert threading.active_count() == baseline
     assert RunStore().get(ended.args[0].run_id).status == "stopped"
 
@@ -86,7 +86,7 @@ def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_wind
 def test_a_run_that_cannot_load_its_data_fails_in_plain_words(window, tmp_path, image_folder, qtbot):
     use_tiny_run(window, image_folder)
     window.dataset_panel.path.setText(str(tmp_path / "gone"))
-    with qtbot.waitSignal(window.worker.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
+    with qtbot.waitSignal(window.training.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         window.train()
     assert ended.args[0].status == "failed"
     assert "gone" in window.train_tab.summary.text()

@@ -1,10 +1,11 @@
-"""The Train tab's per-batch trace: smoothed from Keras' running means."""
+"""The metric plot: the per-batch trace smoothed from Keras' running means, and stored histories."""
 
 from __future__ import annotations
 
 import pytest
 
-from gui.train_tab import SMOOTHING, MetricPlot, format_seconds
+from engine.text import format_seconds
+from gui.widgets.metric_plot import SMOOTHING, MetricPlot
 
 
 def test_the_batch_trace_is_a_moving_average_of_the_exact_interval_means(qtbot):
@@ -50,3 +51,15 @@ def test_stored_reports_are_drawn_at_the_next_redraw_or_epoch(qtbot):
 def test_times_read_as_minutes_or_hours():
     assert format_seconds(59.6) == "1:00"
     assert format_seconds(3725) == "1:02:05"
+
+
+def test_a_stored_history_is_shown_whole_with_its_best_epoch(qtbot):
+    plot = MetricPlot("accuracy", "Accuracy", legend_corner=(-10, -10))
+    qtbot.addWidget(plot)
+    history = {"epoch": [0, 1, 2], "accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.4, 0.65, 0.55]}
+    plot.show_history(history, best_epoch=2)
+    epochs, train = plot.train_curve.getData()
+    assert list(epochs) == [1, 2, 3] and list(train) == pytest.approx([0.5, 0.6, 0.7])
+    _, validation = plot.validation_curve.getData()
+    assert list(validation) == pytest.approx([0.4, 0.65, 0.55])
+    assert list(plot.best_marker.getData()[1]) == pytest.approx([0.65])

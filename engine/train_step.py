@@ -1,18 +1,23 @@
-"""Faster kernels for the same math, used while the Trainer trains.
+"""What the Trainer changes in the training step while `fit` runs, keeping its math.
 
-Keras 3 computes batch normalization in training from separate ops (mean,
-variance, normalise, scale, shift, and the backward of each), which on the
-TensorFlow CPU build costs about as much as the three convolutions of
-SimCNN. TensorFlow has one fused kernel for all of it (FusedBatchNormV3,
-oneDNN on CPU, cuDNN on GPU) with the exact analytic gradient. While a
-model trains, `fused_batch_norm` routes each plain BatchNormalization
-layer's training call to that kernel; the layer, its weights and its saved
-config do not change, and inference keeps Keras' own code. TensorFlow
-only: on JAX and PyTorch nothing changes.
+- `fused_batch_norm`: Keras 3 computes batch normalization in training from
+  separate ops (mean, variance, normalise, scale, shift, and the backward of
+  each), which on the TensorFlow CPU build costs about as much as the three
+  convolutions of SimCNN. TensorFlow has one fused kernel for all of it
+  (FusedBatchNormV3, oneDNN on CPU, cuDNN on GPU) with the exact analytic
+  gradient. While a model trains, each plain BatchNormalization layer's
+  training call is routed to that kernel; the layer, its weights and its
+  saved config do not change, and inference keeps Keras' own code.
+  TensorFlow only: on JAX and PyTorch nothing changes. Not a custom layer,
+  because a saved model must open in plain Keras with no custom objects
+  (safe mode): the model keeps Keras' own layer and only its training call
+  is swapped, for the duration of `fit`.
+- `StepGate`: a stop request that reaches inside a multi-step graph call.
+- `wrapped_train_step`: the one way both of these and the input stream's
+  in-step gather (engine/pipeline.py's `batch_from_feed`) wrap Keras' own
+  train_step.
 
-Why this and not a custom layer: a saved model must open in plain Keras
-with no custom objects (safe mode), so the model keeps Keras' own layer and
-only its training call is swapped, for the duration of `fit`.
+Imported when a run starts (it imports keras), like engine/callbacks.py.
 """
 
 from __future__ import annotations
@@ -116,19 +121,6 @@ def wrapped_train_step(model, wrap):
         model.train_function = None
 
 
-def batch_from_feed(model, to_batch):
-    """Inside the block, each training step turns what the input feeds it into
-    its batch with `to_batch` (engine/pipeline.py's in-step gather), before
-    Keras' own train_step."""
-    if to_batch is None:
-        return contextlib.nullcontext()
-
-    def wrap(step):
-        return lambda data: step(to_batch(data))
-
-    return wrapped_train_step(model, wrap)
-
-
 class StepGate:
     """A stop request that reaches inside a multi-step call (TensorFlow).
 
@@ -162,9 +154,9 @@ class StepGate:
         Where Keras would compile the step with XLA (`model.jit_compile`:
         "auto" picks it on GPUs), the flag's tf.cond stays in TensorFlow's
         graph and XLA compiles the step inside it instead, which is what Keras
-        would have compiled. With the cond inside XLA's function, SimCNN's
-        epoch under XLA took 16.5x the engine's without XLA on this CPU;
-        with it outside, 1.7-1.9x (benchmarks/bench_train.py --levers --only XLA).
+        would have compiled. With the cond inside XLA's function, an epoch
+        under XLA took many times as long as with it outside
+        (benchmarks/bench_train.py --levers --only XLA measures both).
         """
         import tensorflow as tf
 
@@ -188,34 +180,3 @@ class StepGate:
             model.jit_compile = jit
             if jit:  # built without XLA during fit: let evaluate and predict build their own again
                 model.test_function = model.predict_function = None
-
-
-class FastPredictor:
-    """Class scores for a handful of images without `model.predict`'s set-up.
-
-    `predict` builds a data adapter, an epoch iterator and a callback list on
-    every call, which for one 32x32 image costs several times the model
-    itself. This calls the model in inference mode through one compiled
-    function (TensorFlow: a tf.function over any batch size, `compiled`;
-    JAX and PyTorch: the model called directly). On TensorFlow, chunks of a
-    few hundred images through it beat `predict` at the same batch size
-    (benchmarks/bench_inference.py).
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.compiled = keras.backend.backend() == "tensorflow"
-        if self.compiled:
-            import tensorflow as tf
-
-            shape = (None,) + tuple(model.input_shape[1:])
-            self.function = tf.function(lambda images: model(images, training=False),
-                                        input_signature=[tf.TensorSpec(shape, "float32")])
-        else:
-            self.function = lambda images: model(images, training=False)
-
-    def __call__(self, images):
-        import numpy as np
-
-        scores = self.function(keras.ops.convert_to_tensor(np.asarray(images, dtype="float32")))
-        return keras.ops.convert_to_numpy(scores)

@@ -1,13 +1,14 @@
 """The Dataset panel: where the images come from, and what was loaded.
 
-Shows DatasetConfig and, once the worker has loaded it, the Dataset: split
-sizes, a bar chart of images per class and a grid of sample images with
-their labels. Loading runs on the worker; the panel shows its progress
-(downloads included) and any error in plain words.
+Shows DatasetConfig and, once it is loaded, the Dataset: split sizes, a bar
+chart of images per class and a grid of sample images with their labels.
+Loading runs on the task runner (the latest Load wins); the panel shows its
+progress (downloads included) and any error in plain words.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,12 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import DatasetConfig, RunConfig
-from gui.forms import ChoiceField, NumberField, TextField, connect_fields, mark, mark_fields, read_fields, write_fields
-from gui.worker import Worker
+from engine.errors import EngineError
+from gui.concurrent import TaskRunner, TaskState
+from gui.panels.forms import (
+    ChoiceField, NumberField, TextField, connect_fields, mark, mark_fields, read_fields, write_fields,
+)
 
-SOURCE_LABELS = {
-    "cifar10": "CIFAR-10 (download through Keras)",
-    "cifar10_archive": "CIFAR-10 archive on disk",
-    "folder": "Image folder (a subfolder per class)",
-    "cifar100": "CIFAR-100 (download through Keras)",
-    "fashion_mnist": "Fashion-MNIST (download through Keras)",
-}
 ON_DISK = ("cifar10_archive", "folder")
 SAMPLE_COLUMNS = 8
 SAMPLE_ROWS = 2
@@ -38,43 +35,35 @@ SPLIT_COLORS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
 
 
 class DatasetPanel(QWidget):
-    """Edits the dataset settings, loads them on the worker and shows the data.
+    """Edits the dataset settings, loads them off the GUI thread and shows the data.
 
-    `loaded` is emitted with the Dataset once it is shown; `changed` on every
-    edit of the settings.
+    `loaded` is emitted with the Dataset once it is shown, `failed` with the
+    message shown when it could not be loaded; `changed` on every edit of the
+    settings.
     """
 
     changed = Signal()
     loaded = Signal(object)
+    failed = Signal(str)
 
-    def __init__(self, worker: Worker, parent: QWidget | None = None):
+    def __init__(self, runner: TaskRunner, parent: QWidget | None = None):
         super().__init__(parent)
-        self.worker = worker
+        self.runner = runner
         self.dataset = None
         self.loaded_config: DatasetConfig | None = None
         self._loading = False
         self._rng = np.random.default_rng()
 
         d = "dataset."
-        self.source = ChoiceField(d + "source", "Where the images come from.", SOURCE_LABELS)
-        self.path = TextField(
-            d + "path",
-            "The CIFAR-10 python archive (cifar-10-python.tar.gz) or its extracted folder, "
-            "or a folder with one subfolder of images per class (optionally inside train/ and test/).",
-        )
+        self.source = ChoiceField(d + "source")
+        self.path = TextField(d + "path")
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._on_browse_clicked)
-        self.train_subset = NumberField(d + "train_subset", "Use only this many training images (balanced).",
-                                        {0: "all"})
-        self.test_subset = NumberField(d + "test_subset", "Use only this many test images (balanced).", {0: "all"})
-        self.validation_split = NumberField(
-            d + "validation_split", "Share of the training images held out for validation (0 to 0.5)."
-        )
-        self.image_size = NumberField(
-            d + "image_size", "Side that folder images are resized to; as files = keep the first image's size.",
-            {0: "as files"},
-        )
-        self.seed = NumberField(d + "seed", "Seed for the subsets and the validation split.")
+        self.train_subset = NumberField(d + "train_subset")
+        self.test_subset = NumberField(d + "test_subset")
+        self.validation_split = NumberField(d + "validation_split")
+        self.image_size = NumberField(d + "image_size")
+        self.seed = NumberField(d + "seed")
         self.fields = [
             self.source, self.path, self.train_subset, self.test_subset, self.validation_split,
             self.image_size, self.seed,
@@ -171,9 +160,6 @@ class DatasetPanel(QWidget):
         layout.addStretch(1)
 
         connect_fields(self.fields, self._on_field_changed)
-        worker.dataset_stage.connect(self._on_dataset_stage)
-        worker.dataset_loaded.connect(self._on_dataset_loaded)
-        worker.dataset_failed.connect(self._on_dataset_failed)
         self._update_enabled()
 
     # --- settings -----------------------------------------------------------
@@ -209,7 +195,9 @@ class DatasetPanel(QWidget):
         self.progress.setRange(0, 0)
         self.progress.show()
         self._show_status("Loading…")
-        self.worker.load_dataset(config.dataset)
+        self.runner.start(_load_dataset, copy.deepcopy(config.dataset), key="dataset",
+                          on_partial=self._on_dataset_stage, on_done=self._on_dataset_loaded,
+                          on_error=self._on_dataset_failed)
         return True
 
     def open_dataset(self) -> None:
@@ -233,7 +221,8 @@ class DatasetPanel(QWidget):
             self.progress.setValue(int(event.fraction * 1000))
         self._show_status(event.text)
 
-    def _on_dataset_loaded(self, dataset, config: DatasetConfig) -> None:
+    def _on_dataset_loaded(self, result) -> None:
+        dataset, config = result
         self._loading = False
         self.dataset = dataset
         self.loaded_config = config
@@ -251,11 +240,14 @@ class DatasetPanel(QWidget):
         self.data_view.show()
         self.loaded.emit(dataset)
 
-    def _on_dataset_failed(self, message: str) -> None:
+    def _on_dataset_failed(self, exc: BaseException) -> None:
+        # An unreadable file can raise anything; say so plainly.
+        message = str(exc) if isinstance(exc, EngineError) else f"Could not load the dataset: {exc}"
         self._loading = False
         self.progress.hide()
         self._update_enabled()
         self._show_status(message, error=True)
+        self.failed.emit(message)
 
     # --- what was loaded ----------------------------------------------------
 
@@ -326,6 +318,12 @@ class DatasetPanel(QWidget):
             path = QFileDialog.getExistingDirectory(self, "Image folder", self.path.text())
         if path:
             self.path.setText(path)
+
+
+def _load_dataset(state: TaskState, config: DatasetConfig):
+    from engine.datasets import load_dataset
+
+    return load_dataset(config, report=state.set_partial_result, should_stop=state.should_stop), config
 
 
 def _pixmap(image: np.ndarray, side: int) -> QPixmap:

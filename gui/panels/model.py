@@ -1,9 +1,10 @@
 """The Model panel: architecture, weights, trainable layers, input size, head.
 
 Shows ModelConfig and the parameter counts of the model it describes. The
-counts come from engine.models, which imports Keras, so the panel asks the
-worker for them (debounced, so typing does not queue a build per key) and
-shows the answer when it comes back; the window never waits.
+counts come from engine.models, which imports Keras, so the panel counts
+them on the task runner (debounced, and the latest request wins, so typing
+does not queue a build per key) and shows the answer when it comes back;
+the window never waits.
 """
 
 from __future__ import annotations
@@ -14,25 +15,12 @@ from PySide6.QtWidgets import (
     QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
-from engine.config import ARCHITECTURE_INFO, ModelConfig, RunConfig
-from gui.forms import ChoiceField, NumberField, TextField, connect_fields, mark_fields, read_fields, write_fields
-from gui.worker import Worker
+from engine.config import ModelConfig, RunConfig
+from engine.registry import ARCHITECTURES
+from engine.errors import EngineError
+from gui.concurrent import TaskRunner, TaskState
+from gui.panels.forms import ChoiceField, NumberField, TextField, connect_fields, mark_fields, read_fields, write_fields
 
-ARCHITECTURE_LABELS = {
-    "simcnn": "SimCNN",
-    "resnet50": "ResNet50",
-    "vgg16": "VGG16",
-    "mobilenetv2": "MobileNetV2",
-    "cnn": "CNN from scratch",
-}
-WEIGHT_LABELS = {"imagenet": "ImageNet", "none": "none (random)", "file": "weights file"}
-HEAD_LABELS = {
-    "default": "default for the architecture",
-    "linear": "linear (softmax only)",
-    "dense256": "Dense 256 + dropout",
-    "dense1024_512": "Dense 1024 - 512",
-}
-FROM_SCRATCH = ("simcnn", "cnn")
 COUNT_DELAY_MS = 300
 
 
@@ -41,33 +29,26 @@ class ModelPanel(QWidget):
 
     changed = Signal()
 
-    def __init__(self, worker: Worker, parent: QWidget | None = None):
+    def __init__(self, runner: TaskRunner, parent: QWidget | None = None):
         super().__init__(parent)
-        self.worker = worker
+        self.runner = runner
         self.input_shape: tuple[int, int, int] = (32, 32, 3)
         self.num_classes = 10
         self.counts: dict[str, int] | None = None
         self._requested = None
 
         m = "model."
-        self.architecture = ChoiceField(m + "architecture", "The network to train.", ARCHITECTURE_LABELS)
+        self.architecture = ChoiceField(m + "architecture")
         self.description = QLabel()
         self.description.setObjectName("hint")
         self.description.setWordWrap(True)
-        self.weights = ChoiceField(m + "weights", "Start the pretrained base from these weights.", WEIGHT_LABELS)
-        self.weights_file = TextField(m + "weights_file", "A .h5 weights file for the base (no top).")
+        self.weights = ChoiceField(m + "weights")
+        self.weights_file = TextField(m + "weights_file")
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._on_browse_clicked)
-        self.trainable_layers = NumberField(
-            m + "trainable_layers",
-            "frozen = train only the head; N = also train the base's last N layers; all = train everything.",
-            {0: "frozen", -1: "all"},
-        )
-        self.input_size = NumberField(
-            m + "input_size", "Side the images are resized to inside the model; default depends on the base.",
-            {0: "default"},
-        )
-        self.head = ChoiceField(m + "head", "The classifier on top of the pretrained base.", HEAD_LABELS)
+        self.trainable_layers = NumberField(m + "trainable_layers")
+        self.input_size = NumberField(m + "input_size")
+        self.head = ChoiceField(m + "head")
         self.params_label = QLabel()
         self.params_label.setObjectName("params")
         self.params_label.setWordWrap(True)
@@ -79,13 +60,13 @@ class ModelPanel(QWidget):
         file_row.addWidget(self.weights_file, 1)
         file_row.addWidget(self.browse_button)
         self.form = form = QFormLayout()
-        form.addRow("Architecture", self.architecture)
+        form.addRow(self.architecture.label, self.architecture)
         form.addRow("", self.description)
-        form.addRow("Weights", self.weights)
-        form.addRow("Weights file", file_row)
-        form.addRow("Trainable layers", self.trainable_layers)
-        form.addRow("Input size", self.input_size)
-        form.addRow("Head", self.head)
+        form.addRow(self.weights.label, self.weights)
+        form.addRow(self.weights_file.label, file_row)
+        form.addRow(self.trainable_layers.label, self.trainable_layers)
+        form.addRow(self.input_size.label, self.input_size)
+        form.addRow(self.head.label, self.head)
         form.addRow("Parameters", self.params_label)
         self._weights_file_row = 3
         layout = QVBoxLayout(self)
@@ -97,8 +78,6 @@ class ModelPanel(QWidget):
         self._count_timer.setInterval(COUNT_DELAY_MS)
         self._count_timer.timeout.connect(self._on_count_timer)
         connect_fields(self.fields, self._on_field_changed)
-        worker.params_counted.connect(self._on_params_counted)
-        worker.params_failed.connect(self._on_params_failed)
         self._on_field_changed()
 
     def set_config(self, config: RunConfig) -> None:
@@ -124,12 +103,12 @@ class ModelPanel(QWidget):
     def _on_field_changed(self) -> None:
         """Show only the options the architecture has (the pretrained bases'
         weights, layers, size and head), then recount."""
-        architecture = self.architecture.value()
-        pretrained = architecture not in FROM_SCRATCH
+        architecture = ARCHITECTURES[self.architecture.value()]
+        pretrained = architecture.pretrained
         for field in (self.weights, self.trainable_layers, self.input_size, self.head):
             self.form.setRowVisible(field, pretrained)
         self.form.setRowVisible(self._weights_file_row, pretrained and self.weights.value() == "file")
-        self.description.setText(ARCHITECTURE_INFO[architecture])
+        self.description.setText(architecture.description)
         self.params_label.setText("counting…")
         self._count_timer.start()
         self.changed.emit()
@@ -139,8 +118,10 @@ class ModelPanel(QWidget):
         if model is None:
             self.params_label.setText("fix the fields above to count")
             return
-        self._requested = (model, self.input_shape, self.num_classes)
-        self.worker.count_params(model, self.input_shape, self.num_classes)
+        request = self._requested = (model, self.input_shape, self.num_classes)
+        self.runner.start(_count_params, *request, key="params",
+                          on_done=lambda counts: self._on_params_counted(request, counts),
+                          on_error=lambda exc: self._on_params_failed(request, exc))
 
     def _on_params_counted(self, request, counts: dict) -> None:
         if request != self._requested:
@@ -151,9 +132,10 @@ class ModelPanel(QWidget):
             f"{counts['non_trainable']:,} non-trainable"
         )
 
-    def _on_params_failed(self, request, message: str) -> None:
+    def _on_params_failed(self, request, exc: BaseException) -> None:
         if request != self._requested:
             return
+        message = str(exc) if isinstance(exc, EngineError) else f"Could not build this model: {exc}"
         self.counts = None
         self.params_label.setText(message)
 
@@ -161,3 +143,9 @@ class ModelPanel(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Weights file", self.weights_file.text(), "Keras weights (*.h5)")
         if path:
             self.weights_file.setText(path)
+
+
+def _count_params(state: TaskState, model: ModelConfig, input_shape: tuple, num_classes: int) -> dict:
+    from engine.models import estimate_param_counts
+
+    return dict(estimate_param_counts(model, input_shape, num_classes))

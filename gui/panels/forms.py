@@ -1,6 +1,8 @@
 """Form fields shared by the settings panels.
 
-Each field edits one setting (value() gives what RunConfig.set takes) named by its config key ("training.batch_size").
+Each field edits one setting (value() gives what RunConfig.set takes) named
+by its config key ("training.batch_size"); its label, tooltip, choices and
+words for special numbers come from the registry (engine/registry.py).
 Numbers are typed as text, so any value can be entered and then explained:
 the panel writes the text into a RunConfig with `RunConfig.set` (the same
 conversion the CLI's --set uses) and engine.config.validate says what is
@@ -14,17 +16,24 @@ from PySide6.QtWidgets import QComboBox, QLineEdit, QWidget
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
+from engine.registry import setting
+
+
+def _describe(field: QWidget, key: str) -> None:
+    """Give a field its setting's key, label and help text (as its tooltip)."""
+    field.key = key
+    field.label = setting(key).label
+    field.help_text = setting(key).help
+    field.setToolTip(field.help_text)
 
 
 class NumberField(QLineEdit):
     """A number as text; some values have words ("auto" for 0)."""
 
-    def __init__(self, key: str, help_text: str, words: dict[int, str] | None = None):
+    def __init__(self, key: str):
         super().__init__()
-        self.key = key
-        self.help_text = help_text
-        self.words = words or {}
-        self.setToolTip(help_text)
+        _describe(self, key)
+        self.words = setting(key).words or {}
         if 0 in self.words:
             self.setPlaceholderText(self.words[0])
 
@@ -51,11 +60,9 @@ class NumberField(QLineEdit):
 class TextField(QLineEdit):
     """Free text, such as a path."""
 
-    def __init__(self, key: str, help_text: str):
+    def __init__(self, key: str):
         super().__init__()
-        self.key = key
-        self.help_text = help_text
-        self.setToolTip(help_text)
+        _describe(self, key)
 
     def value(self) -> str:
         return self.text().strip()
@@ -69,12 +76,10 @@ class ChoiceField(QComboBox):
 
     changed = Signal()
 
-    def __init__(self, key: str, help_text: str, choices: dict[str, str]):
+    def __init__(self, key: str):
         super().__init__()
-        self.key = key
-        self.help_text = help_text
-        self.setToolTip(help_text)
-        for value, label in choices.items():
+        _describe(self, key)
+        for value, label in setting(key).choices.items():
             self.addItem(label, value)
         self.currentIndexChanged.connect(self.changed)
 

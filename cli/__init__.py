@@ -1,0 +1,96 @@
+"""CIFAR Studio's command line: the same engine as the window, headless.
+
+`main.py` hands every command line with arguments to `main()` here. Errors in
+what the user gave (a setting, a dataset, a model file) are one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cli import commands
+from cli.commands import UsageError
+from engine.config import PRESETS
+from engine.errors import EngineError
+from engine.registry import ARCHITECTURES
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str]) -> int:
+    """Run one subcommand; the exit status."""
+    # Keras logs through absl, e.g. that .h5 is a "legacy" format: the app saves
+    # .h5 on purpose (and .keras beside it), so only errors are shown.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    if args.store:
+        os.environ["CIFAR_STUDIO_HOME"] = str(Path(args.store).expanduser())
+    try:
+        return args.handler(args)
+    except (EngineError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifar-studio",
+        description="CIFAR Studio: `python main.py` opens the window; these subcommands run the same engine "
+                    "headless.",
+    )
+    parser.add_argument("--store", help="run store folder (default: $CIFAR_STUDIO_HOME or the user data folder)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and save the run")
+    train.add_argument("--preset", choices=list(PRESETS),
+                       help="hyperparameters, and a pretrained base's trainable layers, head and input size; "
+                            f"never the architecture (default: {commands.DEFAULT_PRESET}, or none with --config)")
+    train.add_argument("--model", choices=list(ARCHITECTURES),
+                       help="architecture (default: simcnn, or the --config file's)")
+    train.add_argument("--data", default="cifar10",
+                       help="cifar10 | cifar100 | fashion_mnist (Keras download), a cifar-10-python.tar.gz "
+                            "or cifar-10-batches-py folder, or an image folder (one subfolder per class)")
+    train.add_argument("--config", help="a config.json to start from (e.g. a run's) instead of the defaults")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting, e.g. epochs=1, training.learning_rate=0.001, train_subset=5000")
+    train.add_argument("--name", default="", help="a name for the run")
+    train.set_defaults(handler=commands.cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved run's model on its test split")
+    evaluate.add_argument("run", help="run id (or a unique prefix, or its name)")
+    evaluate.add_argument("--data", help="evaluate on this dataset instead of the run's own")
+    evaluate.set_defaults(handler=commands.cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="classify image files with a model file or a run's model")
+    predict.add_argument("model", help="a .h5 / .keras file, or a run id")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict.add_argument("--scale", default="auto", choices=("auto", "255", "1"),
+                         help="pixel range the model expects (auto: 0..255 if it rescales inside itself)")
+    predict.add_argument("--csv", help="write the predictions to this CSV file")
+    predict.set_defaults(handler=commands.cmd_predict)
+
+    runs = sub.add_parser("runs", help="list every saved run")
+    runs.add_argument("--rebuild", action="store_true",
+                      help="rebuild the index (runs.db) from the run folders first")
+    runs.set_defaults(handler=commands.cmd_runs)
+    show = sub.add_parser("show", help="a run's settings, history and metrics")
+    show.add_argument("run")
+    show.set_defaults(handler=commands.cmd_show)
+    rename = sub.add_parser("rename", help="rename a run")
+    rename.add_argument("run")
+    rename.add_argument("name")
+    rename.set_defaults(handler=commands.cmd_rename)
+    delete = sub.add_parser("delete", help="delete a run and its files")
+    delete.add_argument("run")
+    delete.set_defaults(handler=commands.cmd_delete)
+    return parser

@@ -1,0 +1,244 @@
+"""The subcommands: each takes the parsed arguments and returns the exit status.
+
+Keras and the run store are imported inside the commands that need them, so
+`--help` and a mistyped argument answer at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import sys
+from pathlib import Path
+
+from cli.console import ConsoleListener
+from engine.config import DatasetConfig, RunConfig, apply_preset
+from engine.errors import EngineError
+from engine.text import format_seconds
+
+DEFAULT_PRESET = "Paper Table 1"
+KERAS_SOURCES = ("cifar10", "cifar100", "fashion_mnist")
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def dataset_from_argument(value: str, dataset: DatasetConfig) -> None:
+    """Fill source and path from --data: a Keras dataset name or a path."""
+    if value in KERAS_SOURCES:
+        dataset.source, dataset.path = value, ""
+        return
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UsageError(f"--data {value}: no such file or folder (or give one of {', '.join(KERAS_SOURCES)})")
+    is_archive = path.name.endswith((".tar.gz", ".tgz")) or (path.is_dir() and (path / "data_batch_1").exists())
+    dataset.source = "cifar10_archive" if is_archive else "folder"
+    dataset.path = str(path.resolve())
+
+
+def train_config(args) -> RunConfig:
+    """The settings `train` runs with: the --config file or the defaults, the
+    architecture of --model, the preset (its hyperparameters only), then --set."""
+    if args.config:
+        try:
+            config = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as exc:
+            raise UsageError(f"--config {args.config}: {exc.strerror}") from None
+    else:
+        config = RunConfig()
+    if args.model:
+        config.model.architecture = args.model
+    preset = args.preset or (None if args.config else DEFAULT_PRESET)
+    if preset:
+        config = apply_preset(config, preset)
+    dataset_from_argument(args.data, config.dataset)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item}: expected KEY=VALUE")
+        config.set(key.strip(), value.strip())
+    if args.name:
+        config.name = args.name
+    config.check()
+    return config
+
+
+def open_store():
+    """The run store, with anything it had to repair said on stderr."""
+    from engine.runs import RunStore
+
+    store = RunStore()
+    for notice in store.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    return store
+
+
+def cmd_train(args) -> int:
+    from engine.training import Trainer
+
+    config = train_config(args)
+    store = open_store()
+    listener = ConsoleListener()
+    trainer = Trainer(config, listener=listener, store=store)
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, _Interrupts(trainer, previous))
+    try:
+        result = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.status == "failed":
+        if result.run_id:
+            print(f"run {result.run_id} failed; what was saved is kept", file=sys.stderr)
+        raise EngineError(result.reason)
+    record = store.get(result.run_id)
+    print(f"run {record.run_id} ({record.name}) {result.status}: {result.reason}")
+    if result.test_metrics:
+        m = result.test_metrics
+        split = store.metrics(record.run_id).get("split", "test")
+        note = "" if split == "test" else " (the dataset has no test split)"
+        print(f"{split} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  top-5 {m['top5_accuracy']:.4f}  "
+              f"macro F1 {m['macro_f1']:.4f}{note}")
+    print(f"model: {store.model_path(record.run_id)}")
+    return 0
+
+
+class _Interrupts:
+    """Ctrl-C during `train`: the first stops after the current batch and the
+    stopped run is saved and evaluated; the second skips that evaluation (the
+    run is kept and `evaluate RUN` can do it later); a third aborts."""
+
+    def __init__(self, trainer, previous):
+        self.trainer = trainer
+        self.previous = previous
+        self.count = 0
+
+    def __call__(self, *_):
+        self.count += 1
+        if self.count == 1:
+            print("\nstopping after this batch; the run is kept (Ctrl-C again to skip its evaluation)...",
+                  file=sys.stderr)
+        else:
+            print("\nskipping the evaluation; the run is kept (Ctrl-C again to abort)...", file=sys.stderr)
+            signal.signal(signal.SIGINT, self.previous)
+        self.trainer.request_stop()
+
+
+def cmd_evaluate(args) -> int:
+    """Evaluate a run's model (the final one, else its best or last
+    checkpoint: an interrupted run too) on its whole test split; with --data
+    on another dataset, without changing the run."""
+    from engine.datasets import load_dataset
+    from engine.evaluation import evaluate_run
+
+    store = open_store()
+    record = store.get(args.run)
+    report = ConsoleListener().on_stage
+    dataset = None
+    if args.data:
+        config = store.config(record.run_id)
+        dataset_from_argument(args.data, config.dataset)
+        dataset = load_dataset(config.dataset, report=report)
+    evaluation = evaluate_run(store, record.run_id, dataset=dataset, report=report, save=not args.data)
+    print(f"{record.name} on the {evaluation.split} split ({len(evaluation.y_true)} images):")
+    print(format_metrics(evaluation.summary()))
+    return 0
+
+
+def format_metrics(summary: dict) -> str:
+    lines = [
+        f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  top-5 {summary['top5_accuracy']:.4f}",
+        f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for row in summary["per_class"]:
+        lines.append(f"{row['class'][:13]:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+                     f"{row['f1']:>10.4f}{row['support']:>9}")
+    macro = summary["macro"]
+    lines.append(f"{'macro':<14}{macro['precision']:>10.4f}{macro['recall']:>10.4f}{macro['f1']:>10.4f}")
+    return "\n".join(lines)
+
+
+def cmd_predict(args) -> int:
+    from engine.inference import Classifier, image_files
+
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: must be at least 1")
+    model_path = Path(args.model)
+    if not model_path.exists() and model_path.suffix not in (".h5", ".keras"):
+        store = open_store()
+        model_path = store.evaluation_model(store.get(args.model).run_id)
+    classifier = Classifier(model_path, scale=args.scale)
+    files = image_files(args.images)
+    if not files:
+        raise UsageError("no image files found in " + ", ".join(args.images))
+    results = classifier.classify(files, top_k=args.top)
+    for result in results:
+        if result.error:
+            print(f"{result.path}: error: {result.error}")
+        else:
+            best = "  ".join(f"{name} {p:.1%}" for name, p in zip(result.labels, result.probabilities))
+            print(f"{result.path}: {best}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "error"] + [c for i in range(args.top) for c in (f"class_{i + 1}",
+                                                                                      f"probability_{i + 1}")])
+            for result in results:
+                pairs = [v for pair in zip(result.labels, result.probabilities) for v in pair]
+                writer.writerow([result.path, result.error] + pairs)
+        print(f"wrote {args.csv}")
+    return 1 if all(r.error for r in results) else 0
+
+
+def cmd_runs(args) -> int:
+    store = open_store()
+    if args.rebuild:
+        print(store.rebuild())
+    records = store.list_runs()
+    if not records:
+        print(f"no runs yet in {store.root}")
+        return 0
+    header = f"{'id':<23} {'name':<28} {'model':<11} {'status':<11} {'epochs':>7} {'test acc':>9} {'time':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
+        print(f"{r.run_id:<23} {r.name[:28]:<28} {r.model:<11} {r.status:<11} "
+              f"{f'{r.epochs_done}/{r.epochs}':>7} {accuracy:>9} {format_seconds(r.train_seconds):>8}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = open_store()
+    record = store.get(args.run)
+    print(f"run {record.run_id}: {record.name}")
+    print(f"status {record.status} ({record.reason}); {record.epochs_done}/{record.epochs} epochs; "
+          f"{record.params_total:,} parameters ({record.params_trainable:,} trainable)")
+    print(f"folder {store.run_dir(record.run_id)}")
+    print("settings:")
+    print(store.config(record.run_id).to_json())
+    history = store.history(record.run_id)
+    if history:
+        keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+        print("epoch " + " ".join(f"{k:>12}" for k in keys))
+        for i in range(len(history[keys[0]])):
+            print(f"{i + 1:>5} " + " ".join(f"{history[k][i]:>12.4f}" for k in keys))
+    metrics = store.metrics(record.run_id)
+    if metrics:
+        print(f"{metrics['split']} split, {metrics['images']} images:")
+        print(format_metrics(metrics))
+    return 0
+
+
+def cmd_rename(args) -> int:
+    open_store().rename(args.run, args.name)
+    print(f"renamed to {args.name}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    store = open_store()
+    record = store.get(args.run)
+    store.delete(record.run_id)
+    print(f"deleted run {record.run_id} ({record.name})")
+    return 0

@@ -1,0 +1,1 @@
+"""The settings panels on the left of the window: dataset, model, hyperparameters."""
