@@ -68,7 +68,10 @@ class EpochEnded:
 
 @dataclass
 class RunEnded:
-    """status: "finished", "stopped" or "failed" (reason says why)."""
+    """status: "finished", "stopped" or "failed" (reason says why).
+
+    `test_metrics` are of the `evaluated_split`: "test", or "validation" when
+    the dataset has no test split."""
 
     run_id: str
     status: str
@@ -76,6 +79,7 @@ class RunEnded:
     elapsed: float
     test_metrics: dict[str, float] = field(default_factory=dict)
     epochs_done: int = 0
+    evaluated_split: str = ""
 
 
 class Listener:

@@ -295,7 +295,7 @@ class Trainer:
                                     f"macro_{k}": v for k, v in evaluation.macro.items()}}
         store.update(record.run_id, status=status, reason=reason, finished=time.time(),
                      train_seconds=train_seconds, epochs_done=epochs_done)
-        return self._ended(status, reason, started, epochs_done, test_metrics)
+        return self._ended(status, reason, started, epochs_done, test_metrics, split if test_metrics else "")
 
     def _build(self, models, keras):
         cfg = self.config
@@ -375,11 +375,11 @@ class Trainer:
         return keras.optimizers.RMSprop(learning_rate=schedule, momentum=t.momentum,
                                         weight_decay=t.weight_decay or None)
 
-    def _ended(self, status, reason, started, epochs_done=None, test_metrics=None) -> RunEnded:
+    def _ended(self, status, reason, started, epochs_done=None, test_metrics=None, split="") -> RunEnded:
         if epochs_done is None:
             epochs_done = self.recorder.epochs_done if self.recorder else 0
         if status == "failed" and self.run_id:
             self.store.update(self.run_id, status="failed", reason=reason, finished=time.time(),
                               epochs_done=epochs_done)
         return RunEnded(run_id=self.run_id, status=status, reason=reason, elapsed=time.monotonic() - started,
-                        test_metrics=test_metrics or {}, epochs_done=epochs_done)
+                        test_metrics=test_metrics or {}, epochs_done=epochs_done, evaluated_split=split)

@@ -222,9 +222,9 @@ class MainWindow(QMainWindow):
         self.dataset_panel.set_config(config)
         self.model_panel.set_config(config)
         self.hyperparameter_panel.set_config(config)
-        # The Model dock keeps room for its few rows when the Dataset dock grows.
+        # The Model dock keeps room for a pretrained base's rows when the Dataset dock grows.
         line = self.model_panel.fontMetrics().lineSpacing()
-        self.docks[1].widget().setMinimumHeight(min(self.model_panel.sizeHint().height() + line, 200))
+        self.docks[1].widget().setMinimumHeight(min(self.model_panel.full_height() + line, 300))
         geometry, state = self.settings.window_geometry(), self.settings.window_state()
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -232,7 +232,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         else:
             self.resize(1480, 980)
-            self.resizeDocks(self.docks, [505, 125, 300], Qt.Vertical)
+            self.resizeDocks(self.docks, [420, 240, 300], Qt.Vertical)
             self.resizeDocks(self.docks[:1], [480], Qt.Horizontal)
         self.tabs.setCurrentIndex(self.settings.current_tab())
         self._on_settings_changed()

@@ -100,18 +100,30 @@ class ModelPanel(QWidget):
         config = RunConfig()
         return None if self.write_into(config) else config.model
 
+    def full_height(self) -> int:
+        """The panel's height with every row of a pretrained base shown, so
+        the window can keep room for them whatever is chosen now."""
+        for row in range(self.form.rowCount()):
+            self.form.setRowVisible(row, True)
+        height = self.sizeHint().height()
+        self._show_rows()
+        return height
+
     def _on_field_changed(self) -> None:
         """Show only the options the architecture has (the pretrained bases'
         weights, layers, size and head), then recount."""
         architecture = ARCHITECTURES[self.architecture.value()]
-        pretrained = architecture.pretrained
-        for field in (self.weights, self.trainable_layers, self.input_size, self.head):
-            self.form.setRowVisible(field, pretrained)
-        self.form.setRowVisible(self._weights_file_row, pretrained and self.weights.value() == "file")
+        self._show_rows()
         self.description.setText(architecture.description)
         self.params_label.setText("counting…")
         self._count_timer.start()
         self.changed.emit()
+
+    def _show_rows(self) -> None:
+        pretrained = ARCHITECTURES[self.architecture.value()].pretrained
+        for field in (self.weights, self.trainable_layers, self.input_size, self.head):
+            self.form.setRowVisible(field, pretrained)
+        self.form.setRowVisible(self._weights_file_row, pretrained and self.weights.value() == "file")
 
     def _on_count_timer(self) -> None:
         model = self.model_config()

@@ -64,6 +64,7 @@ class TrainTab(QWidget):
         self.log.setPlaceholderText("The run's log appears here.")
         self.epochs = 0
         self._running = self._evaluating = self._stop_pressed = self._skip_pressed = False
+        self._last_stage = ""
         self._last_plot = 0.0  # time.monotonic() of the last redraw of the per-batch traces
 
         buttons = QHBoxLayout()
@@ -131,6 +132,7 @@ class TrainTab(QWidget):
         self.accuracy_plot.reset()
         self.summary.clear()
         self.stats.clear()
+        self._last_stage = ""
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting")
         self.add_log(description)
@@ -148,7 +150,9 @@ class TrainTab(QWidget):
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(event.fraction * 1000))
         self.progress.setFormat(event.text)
-        self.add_log(event.text)
+        if event.text != self._last_stage:  # a stage's progress reports repeat its text
+            self._last_stage = event.text
+            self.add_log(event.text)
 
     def _on_run_started(self, event) -> None:
         self.epochs = event.epochs
@@ -206,7 +210,10 @@ class TrainTab(QWidget):
                     f"the run is saved as stopped.")
         else:
             text = f"Finished in {took} ({event.reason})."
-        if "accuracy" in metrics:
+        if "accuracy" in metrics and event.evaluated_split == "validation":
+            text += (f" Validation accuracy {metrics['accuracy']:.2%}, validation loss {metrics['loss']:.4f} "
+                     "(the dataset has no test split).")
+        elif "accuracy" in metrics:
             text += f" Test accuracy {metrics['accuracy']:.2%}, test loss {metrics['loss']:.4f}."
         if event.run_id:
             text += f" Run {event.run_id}."

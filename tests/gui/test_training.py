@@ -61,6 +61,9 @@ def test_stop_ends_the_run_within_a_batch_and_saves_it_as_stopped(window, image_
     record = RunStore().get(result.run_id)
     assert record.status == "stopped"
     assert "Stopped after" in window.train_tab.summary.text()
+    # A stopped run is evaluated like a finished one, from its weights at the stop.
+    assert RunStore().metrics(result.run_id)["images"] == 24
+    assert f"{result.test_metrics['accuracy']:.2%}" in window.train_tab.summary.text()
 
 
 def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_window, image_folder, qtbot):
@@ -80,7 +83,10 @@ def test_closing_the_window_during_a_run_stops_it_and_leaves_no_thread(make_wind
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
     assert window.runner.threads() == []
     assert threading.active_count() == baseline
-    assert RunStore().get(ended.args[0].run_id).status == "stopped"
+    record = RunStore().get(ended.args[0].run_id)
+    assert record.status == "stopped"
+    assert "evaluation was cancelled" in record.reason  # closing never waits for the evaluation
+    assert RunStore().metrics(record.run_id) == {}
 
 
 def test_a_run_that_cannot_load_its_data_fails_in_plain_words(window, tmp_path, image_folder, qtbot):
