@@ -124,6 +124,7 @@ class Task(QObject):
             if kind in ("done", "error", "cancelled"):
                 self._finished = True
                 self._runner._forget(self)
+                self.deleteLater()
             return
         if kind == "progress":
             self.progress.emit(*value)
@@ -139,6 +140,7 @@ class Task(QObject):
             else:
                 self.cancelled.emit()
             self.finished.emit()
+            self.deleteLater()  # Qt frees it on the GUI thread; Python attributes stay readable
 
 
 class _Relay(QObject):
@@ -182,6 +184,7 @@ class TaskRunner(QObject):
         task = Task(self, lane, key)
         if self._closed:
             task._finished = True
+            task.deleteLater()
             return task
         for signal, callback in ((task.done, on_done), (task.error, on_error), (task.progress, on_progress),
                                  (task.partial_result, on_partial), (task.cancelled, on_cancelled)):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gui.concurrent import TRAINING, TaskRunner
+from PySide6.QtCore import QCoreApplication, QEvent
+
+from gui.concurrent import TRAINING, Task, TaskRunner
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_MS = 20_000
@@ -94,6 +96,8 @@ def test_reports_arrive_on_the_gui_thread_in_order(runner, qtbot):
     with qtbot.waitSignal(task.finished, timeout=WAIT_MS):
         pass
     assert worker_name[0].startswith("cifar-studio-tasks") and worker_name[0] != gui_thread.name
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert runner.findChildren(Task) == []  # finished tasks are freed, a long session keeps none
 
 
 def test_every_job_of_a_lane_runs_on_the_same_thread_and_lanes_run_side_by_side(runner, qtbot):
