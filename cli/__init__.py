@@ -83,9 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--rebuild", action="store_true",
                       help="rebuild the index (runs.db) from the run folders first")
     runs.set_defaults(handler=commands.cmd_runs)
-    show = sub.add_parser("show", help="a run's settings, history and metrics")
+    show = sub.add_parser("show", help="a run's settings, history, metrics, confusion matrix and most confused "
+                                       "classes")
     show.add_argument("run")
     show.set_defaults(handler=commands.cmd_show)
+    explain = sub.add_parser("explain", help="write a Grad-CAM overlay: where in an image the model looked")
+    explain.add_argument("model", help="a run id (or a unique prefix, or its name), or a .h5 / .keras file")
+    explain.add_argument("image", help="an image file")
+    explain.add_argument("--class", dest="class_", metavar="NAME_OR_INDEX",
+                         help="the class to explain (default: the predicted one)")
+    explain.add_argument("--out", help="the overlay PNG to write (default: IMAGE's name + -gradcam.png, here)")
+    explain.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam"),
+                         help="how the gradient weighs the feature map: per position (default; the same as "
+                              "Grad-CAM where the head pools the map) or averaged per channel (the Grad-CAM paper)")
+    explain.set_defaults(handler=commands.cmd_explain)
     rename = sub.add_parser("rename", help="rename a run")
     rename.add_argument("run")
     rename.add_argument("name")

@@ -7,6 +7,7 @@ Keras and the run store are imported inside the commands that need them, so
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,10 @@ from engine.text import format_seconds
 
 DEFAULT_PRESET = "Paper Table 1"
 KERAS_SOURCES = ("cifar10", "cifar100", "fashion_mnist")
+MOST_CONFUSED = 10  # pairs `show` prints
+CONFUSION_PRINT_LIMIT = 30  # classes; a bigger matrix is too wide for a terminal
+NAME_WIDTH = 14  # the class-name column of the tables
+OVERLAY_MIN_SIDE = 256  # pixels: `explain` enlarges a 32x32 image so it can be seen
 
 
 class UsageError(Exception):
@@ -227,7 +232,105 @@ def cmd_show(args) -> int:
     if metrics:
         print(f"{metrics['split']} split, {metrics['images']} images:")
         print(format_metrics(metrics))
+    predictions = store.predictions(record.run_id)
+    if "confusion" in predictions:
+        from engine.evaluation import most_confused
+
+        confusion = predictions["confusion"]
+        names = [str(name) for name in predictions.get("class_names", [])] or [
+            f"class {i}" for i in range(len(confusion))]
+        print("confusion matrix (rows: true class, columns: predicted):")
+        print(format_confusion(confusion, names))
+        pairs = most_confused(confusion, names, top=MOST_CONFUSED)
+        if pairs:
+            print("most confused (true -> predicted: images):")
+            for true_name, predicted_name, count in pairs:
+                print(f"  {true_name} -> {predicted_name}: {count:,}")
     return 0
+
+
+def format_confusion(confusion, class_names: list[str]) -> str:
+    """The confusion matrix as a table: a row per true class led by its name, a column per predicted
+    class headed by its name cut to the column's width."""
+    classes = len(confusion)
+    if classes > CONFUSION_PRINT_LIMIT:
+        return (f"({classes} classes: too many to print here; the Results tab shows it, and predictions.npz "
+                "in the run's folder holds it)")
+    width = max(7, len(f"{int(confusion.max()) if classes else 0:,}") + 1)
+    heads = [short_name(name, width - 1) for name in class_names]
+    if len(set(heads)) < len(heads):  # still ambiguous: number the columns
+        heads = [f"#{i}" for i in range(classes)]
+    lines = [" " * NAME_WIDTH + "".join(f"{head:>{width}}" for head in heads)]
+    for name, row in zip(class_names, confusion):
+        lines.append(f"{name[:NAME_WIDTH - 1]:<{NAME_WIDTH}}" + "".join(f"{int(n):>{width},}" for n in row))
+    return "\n".join(lines)
+
+
+def short_name(name: str, size: int) -> str:
+    """A class name cut to `size` characters, each of its words kept apart ("bottom_left" -> "bot_le")."""
+    if len(name) <= size:
+        return name
+    words = [word for word in re.split(r"[_\s-]+", name) if word]
+    if len(words) < 2:
+        return name[:size]
+    per = max(1, -(-(size - len(words) + 1) // len(words)))  # rounded up: the cut below trims the last word
+    return "_".join(word[:per] for word in words)[:size]
+
+
+def cmd_explain(args) -> int:
+    """Grad-CAM of one image: which class, how likely, at which layer; the overlay as a PNG."""
+    from PIL import Image
+
+    from engine.datasets import decode_image
+    from engine.explain import grad_cam, overlay
+    from engine.inference import load_model_safely, read_class_names
+
+    model_path = Path(args.model)
+    if not model_path.exists() and model_path.suffix not in (".h5", ".keras", ".hdf5"):
+        store = open_store()
+        model_path = store.evaluation_model(store.get(args.model).run_id)
+    image_path = Path(args.image)
+    out = Path(args.out) if args.out else Path(f"{image_path.stem}-gradcam.png")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the overlay is written as PNG; give a name ending in .png")
+    model = load_model_safely(model_path)
+    classes = int(model.output_shape[-1])
+    names = read_class_names(model_path) or []
+    if len(names) != classes:
+        names = [f"class {i}" for i in range(classes)]
+    class_index = None if args.class_ is None else class_argument(args.class_, names)
+    shape = model.input_shape
+    fixed = isinstance(shape, tuple) and len(shape) == 4 and None not in shape[1:3]
+    size = (int(shape[2]), int(shape[1])) if fixed else None  # decode_image takes (width, height)
+    image = decode_image(image_path, size=size)
+    cam = grad_cam(model, image, class_index, method=args.method)
+    picture = overlay(image, cam.heatmap, min_side=OVERLAY_MIN_SIDE)
+    try:
+        Image.fromarray(picture).save(out, format="PNG")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write it: {exc.strerror or exc}") from None
+    predicted = int(cam.probabilities.argmax())
+    print(f"explained {names[cam.class_index]!r} (class {cam.class_index}), probability "
+          f"{cam.probability:.1%}" + ("" if predicted == cam.class_index else
+                                      f"; the model predicts {names[predicted]} ({cam.probabilities[predicted]:.1%})"))
+    print(f"layer {cam.layer_name} ({cam.feature_size[0]}x{cam.feature_size[1]} feature map, {cam.method})"
+          + (f"; {cam.note}" if cam.note else ""))
+    print(f"wrote {out}")
+    return 0
+
+
+def class_argument(value: str, names: list[str]) -> int:
+    """--class: a class name (any case) or an index."""
+    text = value.strip()
+    lowered = [name.lower() for name in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if 0 <= index < len(names):
+            return index
+        raise UsageError(f"--class {value}: the model has {len(names)} classes (0..{len(names) - 1})")
+    raise UsageError(f"--class {value}: no such class; the classes are {', '.join(names)}")
 
 
 def cmd_rename(args) -> int:

@@ -8,7 +8,8 @@ Layout under the store's root::
         run.json            the run's index row, so the index can be rebuilt from the folders
         history.csv         Keras CSVLogger's columns plus `elapsed`, one row per whole epoch
         metrics.json        metrics on the test split (or validation), per-class precision/recall/F1
-        predictions.npz     confusion matrix and per-image top-k predictions
+        predictions.npz     confusion matrix; per image its index in the split, predicted class, top-k
+                            and true-class probability; the evaluated images' fingerprint
         best.h5             the best model so far (written when it improves)
         last.keras          the model after the last whole epoch, optimizer state included (resuming)
         model.h5, model.keras   the final model
@@ -45,6 +46,7 @@ import socket
 import sqlite3
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -507,8 +509,11 @@ class RunStore:
         path = self.run_dir(self.get(run_id).run_id) / "predictions.npz"
         if not path.exists():
             return {}
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunStoreError(f"cannot read {path}: {exc}") from None
 
     def model_path(self, run_id: str, kind: str = "h5") -> Path:
         """The final model (kind "h5" or "keras"), the best checkpoint

@@ -10,6 +10,8 @@ run cleanly before letting the threads go.
 
 from __future__ import annotations
 
+import gc
+
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -24,6 +26,8 @@ from gui.panels.dataset import DatasetPanel
 from gui.panels.hyperparameters import CUSTOM, HyperparameterPanel
 from gui.panels.model import ModelPanel
 from gui.settings import Settings
+from gui.tabs.classify import ClassifyTab
+from gui.tabs.results import ResultsTab
 from gui.tabs.train import TrainTab
 from gui.training import TrainingSession
 
@@ -36,20 +40,10 @@ KNOWN_SHAPES = {  # image shape and classes of the sources that always give the 
 }
 # What the tabs not built yet will show, and what to use until then.
 LATER = {
-    "Results": "<p><b>A run's results are not shown in the window yet.</b></p>"
-               "<p>Until they are, in a terminal in the app's folder:</p>"
-               "<p><code>python main.py runs</code> lists every run with its id and test accuracy;<br>"
-               "<code>python main.py show RUN</code> prints a run's settings, its history and its test "
-               "accuracy, loss and per-class precision, recall and F1;<br>"
-               "<code>python main.py evaluate RUN</code> evaluates its model on the whole test split.</p>",
     "Compare": "<p><b>Comparing runs side by side is not in the window yet.</b></p>"
                "<p>Until it is, <code>python main.py runs</code> lists every run with its settings' preset, "
                "epochs, test accuracy and training time, and <code>python main.py show RUN</code> prints "
                "one run's settings and history to set beside another's.</p>",
-    "Classify": "<p><b>Classifying your own pictures is not in the window yet.</b></p>"
-                "<p>Until it is: <code>python main.py predict model.h5 photo.jpg pictures/ --top 3</code> "
-                "prints the top classes of each image (a saved .h5 or .keras file, or a run id, and image "
-                "files or folders); add <code>--csv predictions.csv</code> to save them.</p>",
 }
 
 
@@ -79,8 +73,11 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel(self.runner)
         self.hyperparameter_panel = HyperparameterPanel()
         self.train_tab = TrainTab(self.training)
+        self.results_tab = ResultsTab(self.runner)
+        self.classify_tab = ClassifyTab(self.runner)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.train_tab, "Train")
+        self.tabs.addTab(self.results_tab, "Results")
         for name, text in LATER.items():
             label = QLabel(text)
             label.setAlignment(Qt.AlignCenter)
@@ -89,6 +86,7 @@ class MainWindow(QMainWindow):
             label.setTextInteractionFlags(Qt.TextSelectableByMouse)
             label.setObjectName("later")
             self.tabs.addTab(label, name)
+        self.tabs.addTab(self.classify_tab, "Classify")
         self.setCentralWidget(self.tabs)
         self.docks = [
             self._add_dock("Dataset", self.dataset_panel),
@@ -107,6 +105,8 @@ class MainWindow(QMainWindow):
         self.train_tab.train_requested.connect(self.train)
         self.train_tab.stop_requested.connect(self.stop)
         self.training.run_ended.connect(self._on_run_ended)
+        self.results_tab.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.classify_tab.status_changed.connect(lambda text: self.statusBar().showMessage(text, 10000))
 
         self._restore()
 
@@ -276,11 +276,17 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(self.train_tab.summary_text(), 10000)
         if self._close_when_stopped:
             self.close()
+            return
+        if event.run_id:  # the run just trained opens in Results (its curves stay on the Train tab)
+            self.results_tab.open_run(event.run_id)
+            self.classify_tab.refresh_runs()
 
     # --- menus --------------------------------------------------------------
 
     def _on_open_model(self) -> None:
-        self.tabs.setCurrentIndex(self.tabs.count() - 1)
+        """File > Open model…: a file dialog, then the model in Classify's slot A."""
+        self.tabs.setCurrentWidget(self.classify_tab)
+        self.classify_tab.choose_model_file("A")
 
     def _on_about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}", self.about_text())
@@ -304,6 +310,11 @@ class MainWindow(QMainWindow):
                                "error": str(exc)}))
 
     def _on_backend_ready(self, info: dict) -> None:
+        # Keras and its backend are imported now: hundreds of thousands of
+        # objects that live as long as the app. Frozen, a full garbage
+        # collection no longer walks them; with Keras loaded one took 200-600
+        # ms and held the GIL, and so the window (benchmarks/classify_stall.py).
+        gc.freeze()
         self.backend = info
         self.backend_label.setText(
             f"Keras {info.get('keras_version', '?')} · {info.get('backend', '?')} · {info.get('device', '?')}"

@@ -32,6 +32,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str]
     description: str
+    test_files: list[str] | None = None  # the file of each test image, for sources made of files
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -59,6 +60,7 @@ class Source:
     y_test: np.ndarray
     class_names: list[str]
     description: str
+    test_files: list[str] | None = None
 
 
 class Progress:

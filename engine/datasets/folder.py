@@ -147,8 +147,11 @@ def read_folder_source(cfg: DatasetConfig, progress: Progress) -> Source:
         arrays, meta = cached
         progress.send("load", f"Read {len(arrays['y_train']) + len(arrays['y_test'])} images from the cache", 1.0)
         _report_skipped(progress, meta.get("skipped", []))
+        skipped = set(meta.get("skipped", []))
+        test_files = [path for path in scan.test_files if os.path.relpath(path, root) not in skipped]
         return Source(
-            arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], scan.class_names, description
+            arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], scan.class_names, description,
+            test_files if len(test_files) == len(arrays["y_test"]) else None,
         )
 
     paths = scan.train_files + scan.test_files
@@ -185,8 +188,11 @@ def read_folder_source(cfg: DatasetConfig, progress: Progress) -> Source:
         write_cache(entry, arrays, meta)
     except OSError as exc:
         progress.send("load", f"Could not cache the decoded images in {cache_dir()} ({exc.strerror or exc})")
+    unread = set(failed)
+    test_files = [path for index, path in enumerate(paths) if index >= len(scan.train_files) and index not in unread]
     return Source(
-        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], scan.class_names, description
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], scan.class_names, description,
+        test_files,
     )
 
 

@@ -39,6 +39,7 @@ def split(source: Source, cfg: DatasetConfig) -> Dataset:
         y_test=source.y_test[test_index].astype(np.int64),
         class_names=list(source.class_names),
         description=source.description,
+        test_files=[source.test_files[i] for i in test_index] if source.test_files is not None else None,
     )
 
 

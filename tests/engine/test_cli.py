@@ -113,6 +113,23 @@ def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, cap
 
     code, out, _ = run(capsys, "show", run_id[:15])
     assert code == 0 and "val_accuracy" in out and '"architecture": "simcnn"' in out
+    confusion = RunStore(store).predictions(run_id)["confusion"]
+    table = out.split("confusion matrix (rows: true class, columns: predicted):\n")[1].splitlines()
+    names = sorted(CLASS_NAMES)  # a folder's classes, in its subfolders' order
+    assert table[0].split() == ["bot_le", "bot_ri", "top_le", "top_ri"]  # the names cut to fit, words kept apart
+    for name, line, row in zip(names, table[1:], confusion):
+        assert line.split() == [name, *(str(n) for n in row)]
+    if confusion.sum() > np.trace(confusion):
+        assert "most confused (true -> predicted: images):" in out
+
+    overlay = tmp_path / "overlay.png"
+    code, out, err = run(capsys, "explain", run_id, str(first), "--out", str(overlay))
+    assert code == 0, err
+    assert "explained '" in out and "layer conv3 (4x4 feature map, hirescam)" in out
+    assert Image.open(overlay).size == (256, 256)
+    code, out, _ = run(capsys, "explain", str(model_path), str(first), "--class", "bottom_right", "--out",
+                       str(overlay), "--method", "gradcam")
+    assert code == 0 and "explained 'bottom_right' (class 1)" in out and "gradcam" in out
 
     assert run(capsys, "rename", run_id, "better name")[0] == 0
     assert run(capsys, "delete", "better name")[0] == 0
@@ -127,6 +144,8 @@ def test_train_predict_evaluate_runs_show_rename_delete(store, image_folder, cap
     (["train", "--data", "cifar10", "--set", "nonsense"], "expected KEY=VALUE"),
     (["evaluate", "no-such-run"], "no run 'no-such-run'"),
     (["predict", "missing.h5", "x.png"], "missing.h5: no such file"),
+    (["explain", "missing.h5", "x.png"], "missing.h5: no such file"),
+    (["explain", "no-such-run", "x.png"], "no run 'no-such-run'"),
 ])
 def test_errors_are_one_line_and_exit_status_2(store, capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -149,6 +168,32 @@ def test_a_non_model_file_is_refused(store, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     code, _, err = run(capsys, "predict", str(fake), str(image))
     assert code == 2 and "not a Keras model file" in err
+
+
+def test_explain_says_in_one_line_what_it_cannot_do(store, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(toy_images(1)[0][0]).save(image)
+    inputs = keras.Input((32, 32, 3))
+    dense = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs)))
+    dense.save(tmp_path / "dense.keras")
+    conv = keras.Sequential([inputs, keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(4, activation="softmax")])
+    conv.save(tmp_path / "conv.keras")
+    for argv, message in (
+        (["explain", str(tmp_path / "dense.keras"), str(image)], "has no convolution layer"),
+        (["explain", str(tmp_path / "conv.keras"), str(image), "--class", "dog"], "--class dog: no such class"),
+        (["explain", str(tmp_path / "conv.keras"), str(image), "--class", "9"], "the model has 4 classes (0..3)"),
+        (["explain", str(tmp_path / "conv.keras"), str(tmp_path / "none.png")], "none.png: no such file"),
+        (["explain", str(tmp_path / "conv.keras"), str(image), "--out", str(tmp_path / "o.jpg")], "written as PNG"),
+        (["explain", str(tmp_path / "conv.keras"), str(image), "--out", str(tmp_path / "no" / "o.png")],
+         "cannot write it"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    code, out, _ = run(capsys, "explain", str(tmp_path / "conv.keras"), str(image), "--class", "2",
+                       "--out", str(tmp_path / "o.png"))
+    assert code == 0 and "explained 'class 2' (class 2)" in out and (tmp_path / "o.png").exists()
 
 
 def test_ctrl_c_stops_after_the_batch_in_flight_and_saves_the_run(store, image_folder):

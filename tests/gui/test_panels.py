@@ -212,14 +212,19 @@ def test_status_bar_and_about_show_keras_backend_and_device(window, qtbot):
     assert f"Keras {info['keras_version']}" in about and info["device"] in about
 
 
-def test_menus_have_shortcuts_and_open_model_shows_classify(window):
+def test_menus_have_shortcuts_and_open_model_shows_classify(window, monkeypatch):
     for action in (window.open_dataset_action, window.open_model_action, window.quit_action,
                    window.train_action, window.stop_action, window.about_action):
         assert not action.shortcut().isEmpty(), action.text()
+    asked = []
+    monkeypatch.setattr("gui.tabs.classify.QFileDialog.getOpenFileName",
+                        lambda *args, **kwargs: asked.append(args) or ("", ""))
     window.open_model_action.trigger()
-    assert window.tabs.tabText(window.tabs.currentIndex()) == "Classify"
-    assert "main.py predict" in window.tabs.currentWidget().text()
-    assert "issue" not in window.tabs.currentWidget().text()
+    assert window.tabs.currentWidget() is window.classify_tab
+    assert len(asked) == 1  # the file dialog, cancelled here
+    compare = window.tabs.widget(2)
+    assert window.tabs.tabText(2) == "Compare"
+    assert "main.py runs" in compare.text() and "issue" not in compare.text()
 
 
 def test_parameter_counts_follow_the_datasets_classes(window, qtbot):
