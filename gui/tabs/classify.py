@@ -287,6 +287,9 @@ class RunCombo(QComboBox):
     def __init__(self, refresh, parent=None):
         super().__init__(parent)
         self._refresh = refresh
+        # Sized by a few words, not by the longest run's name, which would widen the window past the screen.
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(16)
 
     def showPopup(self) -> None:
         self._refresh(self)

@@ -66,7 +66,9 @@ class ResultsTab(QWidget):
         self._image_row = -1
 
         self.run_list = QComboBox()
-        self.run_list.setMinimumContentsLength(48)
+        # Sized by a few words, not by the longest run's name, which would widen the window past the screen.
+        self.run_list.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.run_list.setMinimumContentsLength(24)
         self.run_list.setToolTip("Every run in the store: name, model, status, test accuracy, date.")
         self.run_list.activated.connect(self._on_run_chosen)
         self.refresh_button = QPushButton("Refresh")
@@ -261,13 +263,14 @@ class ResultsTab(QWidget):
         self.gallery.set_data(results.images, results.y_true, results.y_pred, results.top_k_probs[:, 0], names,
                               files=results.files)
         self.filter.clear()
-        self.filter.addItem("(chosen in the matrix or the confused pairs)", ("chosen", None))
+        # Keys as text: findData compares Python tuples by identity, text by value.
+        self.filter.addItem("(chosen in the matrix or the confused pairs)", "chosen")
         for kind, text in FILTERS.items():
-            self.filter.addItem(text, (kind, None))
+            self.filter.addItem(text, kind)
         for index, name in enumerate(names):
-            self.filter.addItem(f"True class: {name}", ("true", index))
+            self.filter.addItem(f"True class: {name}", f"true:{index}")
         for index, name in enumerate(names):
-            self.filter.addItem(f"Predicted as: {name}", ("predicted", index))
+            self.filter.addItem(f"Predicted as: {name}", f"predicted:{index}")
         self.show_selection("misclassified")
         self.message.emit(f"Results of run {results.record.name}.")
 
@@ -358,14 +361,14 @@ class ResultsTab(QWidget):
         else:
             title = f"{FILTERS[kind].lower()}: {len(rows):,} images"
         self.gallery.show_rows(rows, title)
-        index = self.filter.findData((kind, cls))
+        index = self.filter.findData(kind if cls is None else f"{kind}:{cls}")
         self.filter.setCurrentIndex(max(index, 0))
         return rows
 
     def _on_filter_chosen(self, index: int) -> None:
-        kind, cls = self.filter.itemData(index)
+        kind, _, cls = str(self.filter.itemData(index)).partition(":")
         if kind != "chosen":
-            self.show_selection(kind, cls)
+            self.show_selection(kind, int(cls) if cls else None)
 
     def _on_cell_clicked(self, true_index: int, predicted_index: int) -> None:
         self.show_selection("cell", (true_index, predicted_index))

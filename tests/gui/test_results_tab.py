@@ -44,6 +44,11 @@ def test_the_run_just_trained_opens_with_the_engines_matrix_and_its_images(windo
 
     rows = tab.show_selection("misclassified")
     assert sorted(rows) == sorted(np.flatnonzero(results.y_true != results.y_pred))
+    assert tab.filter.currentText() == "Misclassified"
+    tab.filter.setCurrentIndex(tab.filter.findText("Predicted as: top_right"))
+    tab.filter.activated.emit(tab.filter.currentIndex())
+    top_right = results.class_names.index("top_right")
+    assert sorted(tab.gallery.current_rows()) == sorted(np.flatnonzero(results.y_pred == top_right))
     rows = tab.show_selection("all")
     assert sorted(rows) == list(range(24))
 
