@@ -18,6 +18,7 @@ from cli.commands import UsageError
 from engine.config import PRESETS
 from engine.errors import EngineError
 from engine.registry import ARCHITECTURES
+from engine.text import printable
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
     try:
         return args.handler(args)
     except (EngineError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)  # one line, whatever names a message quotes
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ Keras and the run store are imported inside the commands that need them, so
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from cli.console import ConsoleListener
 from engine.config import DatasetConfig, RunConfig, apply_preset
-from engine.errors import EngineError
-from engine.text import format_seconds
+from engine.errors import ConfigError, EngineError
+from engine.text import format_seconds, printable, valid_text
 
 DEFAULT_PRESET = "Paper Table 1"
 KERAS_SOURCES = ("cifar10", "cifar100", "fashion_mnist")
@@ -36,7 +37,8 @@ def dataset_from_argument(value: str, dataset: DatasetConfig) -> None:
         return
     path = Path(value).expanduser()
     if not path.exists():
-        raise UsageError(f"--data {value}: no such file or folder (or give one of {', '.join(KERAS_SOURCES)})")
+        raise UsageError(f"--data {printable(value)}: no such file or folder "
+                         f"(or give one of {', '.join(KERAS_SOURCES)})")
     is_archive = path.name.endswith((".tar.gz", ".tgz")) or (path.is_dir() and (path / "data_batch_1").exists())
     dataset.source = "cifar10_archive" if is_archive else "folder"
     dataset.path = str(path.resolve())
@@ -47,9 +49,14 @@ def train_config(args) -> RunConfig:
     architecture of --model, the preset (its hyperparameters only), then --set."""
     if args.config:
         try:
-            config = RunConfig.from_json(Path(args.config).read_text())
+            config = RunConfig.from_json(Path(args.config).read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--config {args.config}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:  # settings files are JSON, which is UTF-8 text
+            raise UsageError(f"--config {args.config}: not UTF-8 text (byte {exc.start} cannot be read); "
+                             "give a settings file saved by CIFAR Studio or as UTF-8 JSON") from None
+        except ConfigError as exc:  # which file the bad setting is in
+            raise ConfigError(f"--config {args.config}: {exc}") from None
     else:
         config = RunConfig()
     if args.model:
@@ -75,7 +82,7 @@ def open_store():
 
     store = RunStore()
     for notice in store.notices:
-        print(f"note: {notice}", file=sys.stderr)
+        print(f"note: {printable(notice)}", file=sys.stderr)
     return store
 
 
@@ -97,7 +104,7 @@ def cmd_train(args) -> int:
             print(f"run {result.run_id} failed; what was saved is kept", file=sys.stderr)
         raise EngineError(result.reason)
     record = store.get(result.run_id)
-    print(f"run {record.run_id} ({record.name}) {result.status}: {result.reason}")
+    print(f"run {record.run_id} ({printable(record.name)}) {result.status}: {printable(result.reason)}")
     if result.test_metrics:
         m = result.test_metrics
         split = store.metrics(record.run_id).get("split", "test")
@@ -145,7 +152,7 @@ def cmd_evaluate(args) -> int:
         dataset_from_argument(args.data, config.dataset)
         dataset = load_dataset(config.dataset, report=report)
     evaluation = evaluate_run(store, record.run_id, dataset=dataset, report=report, save=not args.data)
-    print(f"{record.name} on the {evaluation.split} split ({len(evaluation.y_true)} images):")
+    print(f"{printable(record.name)} on the {evaluation.split} split ({len(evaluation.y_true)} images):")
     print(format_metrics(evaluation.summary()))
     return 0
 
@@ -156,7 +163,7 @@ def format_metrics(summary: dict) -> str:
         f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
     for row in summary["per_class"]:
-        lines.append(f"{row['class'][:13]:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+        lines.append(f"{printable(row['class'])[:13]:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
                      f"{row['f1']:>10.4f}{row['support']:>9}")
     macro = summary["macro"]
     lines.append(f"{'macro':<14}{macro['precision']:>10.4f}{macro['recall']:>10.4f}{macro['f1']:>10.4f}")
@@ -164,10 +171,15 @@ def format_metrics(summary: dict) -> str:
 
 
 def cmd_predict(args) -> int:
-    from engine.inference import Classifier, image_files
+    from engine.inference import Classifier, check_csv_path, image_files
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
+    if args.csv:  # before the model is loaded: a bad path would otherwise lose the whole batch's work
+        try:
+            check_csv_path(args.csv, inputs=[p for p in args.images if not Path(p).is_dir()])
+        except EngineError as exc:
+            raise UsageError(f"--csv {printable(args.csv)}: {exc}") from None
     model_path = Path(args.model)
     if not model_path.exists() and model_path.suffix not in (".h5", ".keras"):
         store = open_store()
@@ -175,14 +187,14 @@ def cmd_predict(args) -> int:
     classifier = Classifier(model_path, scale=args.scale)
     files = image_files(args.images)
     if not files:
-        raise UsageError("no image files found in " + ", ".join(args.images))
+        raise UsageError("no image files found in " + ", ".join(printable(p) for p in args.images))
     results = classifier.classify(files, top_k=args.top)
     for result in results:
         if result.error:
-            print(f"{result.path}: error: {result.error}")
+            print(f"{printable(result.path)}: error: {printable(result.error)}")
         else:
-            best = "  ".join(f"{name} {p:.1%}" for name, p in zip(result.labels, result.probabilities))
-            print(f"{result.path}: {best}")
+            best = "  ".join(f"{printable(name)} {p:.1%}" for name, p in zip(result.labels, result.probabilities))
+            print(f"{printable(result.path)}: {best}")
     if args.csv:
         with open(args.csv, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -190,8 +202,8 @@ def cmd_predict(args) -> int:
                                                                                       f"probability_{i + 1}")])
             for result in results:
                 pairs = [v for pair in zip(result.labels, result.probabilities) for v in pair]
-                writer.writerow([result.path, result.error] + pairs)
-        print(f"wrote {args.csv}")
+                writer.writerow([valid_text(str(result.path)), valid_text(result.error or "")] + pairs)
+        print(f"wrote {printable(args.csv)}")
     return 1 if all(r.error for r in results) else 0
 
 
@@ -208,7 +220,7 @@ def cmd_runs(args) -> int:
     print("-" * len(header))
     for r in records:
         accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
-        print(f"{r.run_id:<23} {r.name[:28]:<28} {r.model:<11} {r.status:<11} "
+        print(f"{r.run_id:<23} {printable(r.name)[:28]:<28} {r.model:<11} {r.status:<11} "
               f"{f'{r.epochs_done}/{r.epochs}':>7} {accuracy:>9} {format_seconds(r.train_seconds):>8}")
     return 0
 
@@ -216,10 +228,10 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     store = open_store()
     record = store.get(args.run)
-    print(f"run {record.run_id}: {record.name}")
-    print(f"status {record.status} ({record.reason}); {record.epochs_done}/{record.epochs} epochs; "
+    print(f"run {record.run_id}: {printable(record.name)}")
+    print(f"status {record.status} ({printable(record.reason)}); {record.epochs_done}/{record.epochs} epochs; "
           f"{record.params_total:,} parameters ({record.params_trainable:,} trainable)")
-    print(f"folder {store.run_dir(record.run_id)}")
+    print(f"folder {printable(store.run_dir(record.run_id))}")
     print("settings:")
     print(store.config(record.run_id).to_json())
     history = store.history(record.run_id)
@@ -237,7 +249,7 @@ def cmd_show(args) -> int:
         from engine.evaluation import most_confused
 
         confusion = predictions["confusion"]
-        names = [str(name) for name in predictions.get("class_names", [])] or [
+        names = [printable(name) for name in predictions.get("class_names", [])] or [
             f"class {i}" for i in range(len(confusion))]
         print("confusion matrix (rows: true class, columns: predicted):")
         print(format_confusion(confusion, names))
@@ -291,8 +303,7 @@ def cmd_explain(args) -> int:
         model_path = store.evaluation_model(store.get(args.model).run_id)
     image_path = Path(args.image)
     out = Path(args.out) if args.out else Path(f"{image_path.stem}-gradcam.png")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: the overlay is written as PNG; give a name ending in .png")
+    check_png_path(out, image_path)
     model = load_model_safely(model_path)
     classes = int(model.output_shape[-1])
     names = read_class_names(model_path) or []
@@ -308,15 +319,39 @@ def cmd_explain(args) -> int:
     try:
         Image.fromarray(picture).save(out, format="PNG")
     except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write it: {exc.strerror or exc}") from None
+        raise UsageError(f"--out {printable(out)}: cannot write it: {exc.strerror or exc}") from None
     predicted = int(cam.probabilities.argmax())
-    print(f"explained {names[cam.class_index]!r} (class {cam.class_index}), probability "
+    print(f"explained '{printable(names[cam.class_index])}' (class {cam.class_index}), probability "
           f"{cam.probability:.1%}" + ("" if predicted == cam.class_index else
-                                      f"; the model predicts {names[predicted]} ({cam.probabilities[predicted]:.1%})"))
+                                      f"; the model predicts {printable(names[predicted])} "
+                                      f"({cam.probabilities[predicted]:.1%})"))
     print(f"layer {cam.layer_name} ({cam.feature_size[0]}x{cam.feature_size[1]} feature map, {cam.method})"
           + (f"; {cam.note}" if cam.note else ""))
-    print(f"wrote {out}")
+    print(f"wrote {printable(out)}")
     return 0
+
+
+def check_png_path(out: Path, image: Path) -> None:
+    """Refuse an --out that cannot take the overlay, before the model is loaded
+    and the Grad-CAM computed: not a .png name, a folder, a missing or
+    read-only folder, a file that cannot be written, or the explained image itself."""
+    shown = f"--out {printable(out)}"
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"{shown}: the overlay is written as PNG; give a name ending in .png")
+    if out.is_dir():
+        raise UsageError(f"{shown} is a folder; give a file name for the overlay")
+    if out.exists():
+        if not out.is_file():
+            raise UsageError(f"{shown} exists and is not a regular file")
+        if image.exists() and out.resolve() == image.resolve():
+            raise UsageError(f"{shown} is the image being explained; give another name")
+        if not os.access(out, os.W_OK):
+            raise UsageError(f"{shown}: cannot write it (no permission)")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"{shown}: cannot write it: the folder {printable(parent)} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{shown}: cannot write it: no permission to write into {printable(parent)}")
 
 
 def class_argument(value: str, names: list[str]) -> int:
@@ -329,13 +364,14 @@ def class_argument(value: str, names: list[str]) -> int:
         index = int(text)
         if 0 <= index < len(names):
             return index
-        raise UsageError(f"--class {value}: the model has {len(names)} classes (0..{len(names) - 1})")
-    raise UsageError(f"--class {value}: no such class; the classes are {', '.join(names)}")
+        raise UsageError(f"--class {printable(value)}: the model has {len(names)} classes (0..{len(names) - 1})")
+    raise UsageError(f"--class {printable(value)}: no such class; the classes are "
+                     f"{', '.join(printable(name) for name in names)}")
 
 
 def cmd_rename(args) -> int:
     open_store().rename(args.run, args.name)
-    print(f"renamed to {args.name}")
+    print(f"renamed to {printable(args.name)}")
     return 0
 
 
@@ -343,5 +379,5 @@ def cmd_delete(args) -> int:
     store = open_store()
     record = store.get(args.run)
     store.delete(record.run_id)
-    print(f"deleted run {record.run_id} ({record.name})")
+    print(f"deleted run {record.run_id} ({printable(record.name)})")
     return 0

@@ -6,7 +6,7 @@ import sys
 import time
 
 from engine.events import Listener
-from engine.text import format_seconds
+from engine.text import format_seconds, printable
 
 STAGE_PRINT_EVERY_S = 5  # a download's progress, at most this often when it is not done
 BAR_WIDTH = 24
@@ -25,7 +25,7 @@ class ConsoleListener(Listener):
         if self.partial:
             self.stream.write("\n")
             self.partial = False
-        self.stream.write(text + "\n")
+        self.stream.write("\n".join(printable(line) for line in text.split("\n")) + "\n")  # names in it escaped
         self.stream.flush()
 
     def on_stage(self, event):

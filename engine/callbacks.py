@@ -9,6 +9,9 @@ Only ProgressCallback has a per-batch hook (and a cheap one): the others
 run once per epoch. An epoch cut short by Stop is no epoch: Keras still
 validates and calls on_epoch_end with the partial epoch's figures, so each
 callback here asks ProgressCallback whether the epoch ran all its batches.
+Nor is an epoch whose loss became NaN or infinite (DivergenceGuard): the
+callbacks after the guard ask ProgressCallback's `epoch_is_whole`, so the
+history, the checkpoints and the index keep the last good epoch.
 """
 
 from __future__ import annotations
@@ -53,11 +56,18 @@ class ProgressCallback(keras.callbacks.Callback):
         self.all_batches_ran = False
         self.last_report = 0.0
         self.train_start = 0.0
+        self.first_bad_batch = 0  # the first report of the epoch with a non-finite loss (0: none)
+        self.divergence = ""  # DivergenceGuard's reason once the loss is NaN or infinite
 
     @property
     def epoch_cut_short(self) -> bool:
         """Stop ended the current epoch before all its batches trained."""
         return self.trainer.stop_requested and not self.all_batches_ran
+
+    @property
+    def epoch_is_whole(self) -> bool:
+        """The epoch counts: it ran all its batches and its loss stayed finite."""
+        return not self.epoch_cut_short and not self.divergence
 
     def on_train_begin(self, logs=None):
         self.train_start = time.monotonic()
@@ -66,6 +76,7 @@ class ProgressCallback(keras.callbacks.Callback):
         self.epoch = epoch
         self.batches_done = 0
         self.all_batches_ran = False
+        self.first_bad_batch = 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.trainer.stop_requested:
@@ -82,13 +93,51 @@ class ProgressCallback(keras.callbacks.Callback):
         elapsed = now - self.train_start
         done = self.epoch * self.steps + batch + 1
         total = self.epochs * self.steps
+        figures = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        if not math.isfinite(figures.get("loss", 0.0)) and not self.first_bad_batch:
+            # Already converted for the report, so free to check: the epoch's
+            # mean loss is NaN from here on, and training it further is waste.
+            self.first_bad_batch = batch + 1
+            self.model.stop_training = True
         self.trainer.listener.on_progress(Progress(
             epoch=self.epoch + 1, epochs=self.epochs, batch=batch + 1, steps=self.steps,
             images_per_second=done * self.batch_size / elapsed if elapsed > 0 else 0.0,
             elapsed=now - self.started,
             eta=elapsed / done * (total - done) if done else 0.0,
-            logs={k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))},
+            logs=figures,
         ))
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Ends training when a loss of the epoch is NaN or infinite, with the
+    reason the run fails with.
+
+    Keras' TerminateOnNaN does the stopping but keeps no reason and checks
+    every batch, which would make Keras sync with the device each batch.
+    This reads the epoch's logs, which Keras has already fetched, and the
+    batch ProgressCallback first reported a bad loss at (the mean loss so
+    far: the loss went bad at or before it). Placed before the callbacks
+    that record an epoch, so they see ProgressCallback's `epoch_is_whole`
+    false and keep the last good epoch's history and models.
+    """
+
+    def __init__(self, progress: ProgressCallback):
+        super().__init__()
+        self.progress = progress
+        self.reason = ""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress.epoch_cut_short:
+            return
+        for name, value in (logs or {}).items():
+            if name.endswith("loss") and isinstance(value, (int, float)) and not math.isfinite(value):
+                where = f" (by batch {self.progress.first_bad_batch})" if self.progress.first_bad_batch else ""
+                what = "validation loss" if name == "val_loss" else "loss" if name == "loss" else name
+                kind = "NaN" if math.isnan(value) else "infinite"
+                self.reason = f"the {what} became {kind} in epoch {epoch + 1}{where}; lower the learning rate"
+                self.progress.divergence = self.reason
+                self.model.stop_training = True
+                return
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -107,7 +156,7 @@ class HistoryWriter(keras.callbacks.Callback):
         self.train_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.progress.epoch_cut_short:
+        if self.progress.epoch_is_whole:
             self.store.append_history(self.run_id, epoch, logs or {}, time.monotonic() - self.train_start)
 
 
@@ -126,7 +175,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or self.progress.epoch_cut_short or not float(value) > self.best:
+        if value is None or not self.progress.epoch_is_whole or not float(value) > self.best:
             return
         self.best = float(value)
         self.store.save_model(self.run_id, self.model, "best", self.class_names)
@@ -144,7 +193,7 @@ class LastCheckpoint(keras.callbacks.Callback):
         self.progress = progress
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.progress.epoch_cut_short:
+        if self.progress.epoch_is_whole:
             self.store.save_model(self.run_id, self.model, "last", self.class_names)
 
 
@@ -170,6 +219,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.progress.divergence:
+            self.trainer.listener.on_log(f"epoch {epoch + 1} is not recorded: {self.progress.divergence}")
+            return
         if self.progress.epoch_cut_short:
             self.trainer.listener.on_log(
                 f"epoch {epoch + 1} was cut short by Stop after {self.progress.batches_done} of "

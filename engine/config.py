@@ -133,7 +133,7 @@ class RunConfig:
             if key in SECTIONS:
                 kwargs[key] = _section_from_dict(SECTIONS[key], value, key)
             elif key in ("name", "preset"):
-                kwargs[key] = str(value)
+                kwargs[key] = _convert(value, str, key)
             else:
                 raise ConfigError(f"unknown setting '{key}'")
         return cls(**kwargs)
@@ -144,6 +144,10 @@ class RunConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"settings are not valid JSON: {exc}") from None
+        except ValueError:  # json.loads refuses an integer of over 4300 digits with a plain ValueError
+            raise ConfigError("settings are not usable JSON: a number in them has over 4300 digits") from None
+        except RecursionError:
+            raise ConfigError("settings are not usable JSON: they are nested too deeply") from None
         return cls.from_dict(data)
 
     def copy(self) -> "RunConfig":
@@ -181,7 +185,7 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     version = data.pop("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ConfigError(f"the settings version {version!r} is not a version CIFAR Studio wrote")
+        raise ConfigError(f"the settings version {_shown(version)} is not a version CIFAR Studio wrote")
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"these settings were saved by a newer CIFAR Studio (settings version {version}; "
@@ -211,7 +215,7 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
 def _section_from_dict(cls, value: Any, where: str):
     if not isinstance(value, dict):
         raise ConfigError(f"'{where}' must be an object of settings")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     kwargs = {}
     for key, item in value.items():
         if key not in names:
@@ -221,6 +225,13 @@ def _section_from_dict(cls, value: Any, where: str):
     return cls(**kwargs)
 
 
+def _field_names(cls) -> set[str]:
+    """A section's settings: its dataclass fields only, never the other
+    attributes Python gives every object (__class__, __dict__, copy...),
+    which setattr would happily overwrite or fail on with a TypeError."""
+    return {f.name for f in dataclasses.fields(cls)}
+
+
 def _resolve_key(config: RunConfig, key: str):
     """Find the section holding a setting; a bare name is looked up in
     training, then model, then dataset."""
@@ -228,38 +239,66 @@ def _resolve_key(config: RunConfig, key: str):
         return config, key, key
     if "." in key:
         section_name, name = key.split(".", 1)
-        section = getattr(config, section_name, None) if section_name in SECTIONS else None
-        if section is None or not hasattr(section, name):
-            raise ConfigError(f"unknown setting '{key}'")
-        return section, name, key
+        if section_name not in SECTIONS or name not in _field_names(SECTIONS[section_name]):
+            raise ConfigError(f"unknown setting '{_short(key)}'")
+        return getattr(config, section_name), name, key
     for section_name in ("training", "model", "dataset"):
-        if hasattr(getattr(config, section_name), key):
+        if key in _field_names(SECTIONS[section_name]):
             return getattr(config, section_name), key, f"{section_name}.{key}"
-    raise ConfigError(f"unknown setting '{key}'")
+    raise ConfigError(f"unknown setting '{_short(key)}'")
+
+
+SHOWN_CHARACTERS = 40  # of a value in a message: a 400-digit number must not make a 400-character line
+
+
+def _short(text: str) -> str:
+    """Text cut to SHOWN_CHARACTERS for a one-line message."""
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS - 3]}..."
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it (its repr), cut short. An int too long
+    for repr (over 4300 digits) is described by its length instead."""
+    try:
+        return _short(repr(value))
+    except ValueError:
+        return f"a number of about {value.bit_length() * 30103 // 100000} digits"
 
 
 def _convert(raw: Any, kind: type, key: str):
     """The value as the field's type; the setting's words ("auto", "all")
-    stand for their numbers."""
+    stand for their numbers.
+
+    Anything that is not such a value (a JSON list, object or null, an
+    infinite or NaN whole number, one too large for a float) is a
+    ConfigError naming the setting: never the TypeError or OverflowError
+    that converting it would raise.
+    """
     if kind is str:
+        if raw is None or isinstance(raw, (list, dict, tuple, set)):
+            raise ConfigError(f"{named(key)} = {_shown(raw)} is not text")
         return str(raw)
+    what = "a whole number" if kind is int else "a number" if kind is float else f"a {kind.__name__}"
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
-    text = str(raw).strip()
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise ConfigError(f"{named(key)} = {_shown(raw)} is not {what}")
     words = SETTINGS[key].words if key in SETTINGS else None
+    text = raw.strip() if isinstance(raw, str) else None
     for number, word in (words or {}).items():
-        if text.lower() == word.lower():
+        if text is not None and text.lower() == word.lower():
             return kind(number)
     try:
+        if kind is int and text is not None and text.lstrip("+-").isdigit():
+            return int(text)  # exactly, however long: validate() says if it is out of range
+        number = float(text if text is not None else raw)
         if kind is int:
-            number = float(text)
             if number != int(number):
                 raise ValueError
             return int(number)
-        return kind(text)
+        return number
     except (TypeError, ValueError, OverflowError):
-        what = "a whole number" if kind is int else "a number" if kind is float else f"a {kind.__name__}"
-        raise ConfigError(f"{named(key)} = {raw!r} is not {what}") from None
+        raise ConfigError(f"{named(key)} = {_shown(raw)} is not {what}") from None
 
 
 def _word(key: str, number: int) -> str:
@@ -268,12 +307,12 @@ def _word(key: str, number: int) -> str:
 
 def _choice(problems, key, value, allowed):
     if value not in allowed:
-        problems[key] = f"{named(key)} = {value!r} is not allowed; choose one of {', '.join(allowed)}"
+        problems[key] = f"{named(key)} = {_shown(value)} is not allowed; choose one of {', '.join(allowed)}"
 
 
 def _range(problems, key, value, low, high, what):
     if not (low <= value <= high):
-        problems[key] = f"{named(key)} = {value!r} is out of range; it must be {what}"
+        problems[key] = f"{named(key)} = {_shown(value)} is out of range; it must be {what}"
 
 
 def validate(config: RunConfig, train_size: int | None = None, val_size: int | None = None) -> dict[str, str]:
@@ -316,7 +355,7 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
     _choice(p, "training.optimizer", t.optimizer, OPTIMIZERS)
     if not (0 < t.learning_rate <= 10):
         p["training.learning_rate"] = (
-            f"{named('training.learning_rate')} = {t.learning_rate!r} is out of range; "
+            f"{named('training.learning_rate')} = {_shown(t.learning_rate)} is out of range; "
             "it must be above 0 and at most 10"
         )
     _range(p, "training.momentum", t.momentum, 0.0, 0.999, "between 0 and 0.999")
@@ -330,7 +369,7 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
     _range(p, "training.step_every", t.step_every, 1, 10_000, "at least 1 epoch")
     if not (0 < t.step_factor < 1):
         p["training.step_factor"] = (
-            f"{named('training.step_factor')} = {t.step_factor!r} must be between 0 and 1 (exclusive)"
+            f"{named('training.step_factor')} = {_shown(t.step_factor)} must be between 0 and 1 (exclusive)"
         )
     _range(p, "training.batch_size", t.batch_size, 1, 8192, "between 1 and 8192")
     _range(p, "training.epochs", t.epochs, 1, 10_000, "between 1 and 10000")

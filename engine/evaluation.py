@@ -38,6 +38,7 @@ from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.events import StageEvent
 from engine.runs import RunRecord
+from engine.text import printable
 
 REPORT_INTERVAL = 0.25  # seconds between evaluation progress reports
 EVALUATION_BATCH = 256  # at least this many images per predict batch: inference holds no gradients
@@ -241,7 +242,7 @@ def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent]
     None comes back when `should_stop` cancelled it; nothing is written then.
     """
     from engine.errors import DatasetError, ModelError
-    from engine.inference import load_model_safely
+    from engine.inference import load_model_safely, read_class_names
 
     record = store.get(run_id)
     path = store.evaluation_model(record.run_id)
@@ -257,6 +258,7 @@ def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent]
         return None
     if report is not None:
         report(StageEvent("evaluate", f"Opening {path.name} of run {record.name}"))
+    _check_classes(read_class_names(path), list(dataset.class_names), f"{path.name} of run {printable(record.name)}")
     model = load_model_safely(path)
     outputs = model.output_shape[-1]
     if outputs != dataset.num_classes:
@@ -268,6 +270,31 @@ def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent]
     if evaluation is not None and save:
         store.write_evaluation(record.run_id, evaluation, path.name)
     return evaluation
+
+
+CLASSES_SHOWN = 6  # names of a class list a mismatch message shows
+
+
+def _check_classes(model_names: list[str] | None, dataset_names: list[str], model_label: str) -> None:
+    """Refuse a dataset whose classes are not the model's, in the same order.
+
+    A different count would fail deep in the metrics (an IndexError), and
+    the same count under other names would give numbers that look right and
+    mean nothing. The names travel inside the model file; a model without
+    them (made elsewhere) is only checked for its number of outputs.
+    """
+    from engine.errors import ModelError
+
+    if model_names is None or list(model_names) == list(dataset_names):
+        return
+    raise ModelError(f"{model_label} was trained on {_short_list(model_names)}, but the dataset has "
+                     f"{_short_list(dataset_names)}; evaluate on a dataset with the same classes in the same order")
+
+
+def _short_list(names: list[str]) -> str:
+    shown = ", ".join(printable(name) for name in names[:CLASSES_SHOWN])
+    more = f", ... ({len(names)} in all)" if len(names) > CLASSES_SHOWN else ""
+    return f"{len(names)} classes [{shown}{more}]"
 
 
 # -- reading a run's results back -------------------------------------------

@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator
 
 from engine.config import RunConfig
 from engine.errors import EngineError, RunStoreError
+from engine.text import printable, valid_text
 
 ENV_HOME = "CIFAR_STUDIO_HOME"
 
@@ -319,10 +320,10 @@ class RunStore:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         record = RunRecord(
             run_id=run_id,
-            name=config.name or f"{config.model.architecture} {time.strftime('%Y-%m-%d %H:%M')}",
+            name=valid_text(config.name) or f"{config.model.architecture} {time.strftime('%Y-%m-%d %H:%M')}",
             preset=config.preset,
             model=config.model.architecture,
-            dataset=_dataset_label(config),
+            dataset=valid_text(_dataset_label(config)),  # SQLite refuses a non-UTF-8 name's lone surrogates
             created=time.time(),
             epochs=config.training.epochs,
             pid=os.getpid(),
@@ -467,7 +468,7 @@ class RunStore:
     def get(self, run: str) -> RunRecord:
         """A run by its id, else by its name, else by a unique prefix of its
         id. A full id always wins over a name; a blank argument matches nothing."""
-        key = run.strip() if isinstance(run, str) else ""
+        key = valid_text(run).strip() if isinstance(run, str) else ""  # a name typed as it was stored
         if not key:
             raise RunStoreError("no run given: name a run by its id or name (see the 'runs' command)")
         runs = self.list_runs()
@@ -479,8 +480,8 @@ class RunStore:
             if len(matches) == 1:
                 return matches[0]
             if matches:
-                raise RunStoreError(f"'{key}' {many.format(n=len(matches))}")
-        raise RunStoreError(f"no run '{key}' in {self.root} (see the 'runs' command)")
+                raise RunStoreError(f"'{printable(key)}' {many.format(n=len(matches))}")
+        raise RunStoreError(f"no run '{printable(key)}' in {self.root} (see the 'runs' command)")
 
     def config(self, run_id: str) -> RunConfig:
         path = self.run_dir(self.get(run_id).run_id) / "config.json"
@@ -535,7 +536,7 @@ class RunStore:
     # -- editing ---------------------------------------------------------
 
     def rename(self, run_id: str, name: str) -> None:
-        name = name.strip()
+        name = valid_text(name).strip()
         if not name:
             raise RunStoreError("a run's name cannot be empty")
         self.update(self.get(run_id).run_id, name=name)
@@ -653,7 +654,8 @@ def _record_from_folder(folder: Path) -> RunRecord | None:
     created = time.mktime(time.strptime(folder.name[:15], "%Y%m%d-%H%M%S"))
     record = RunRecord(
         run_id=folder.name,
-        name=config.name or f"{config.model.architecture} {time.strftime('%Y-%m-%d %H:%M', time.localtime(created))}",
+        name=(valid_text(config.name)
+              or f"{config.model.architecture} {time.strftime('%Y-%m-%d %H:%M', time.localtime(created))}"),
         preset=config.preset, model=config.model.architecture, dataset=_dataset_label(config),
         created=created, epochs=config.training.epochs, reason="rebuilt from the run's folder",
     )

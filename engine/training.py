@@ -201,7 +201,9 @@ class Trainer:
         cfg = self.config
         ds = self.dataset
         keras = _keras()
-        from engine.callbacks import BestCheckpoint, EpochRecorder, HistoryWriter, LastCheckpoint, ProgressCallback
+        from engine.callbacks import (
+            BestCheckpoint, DivergenceGuard, EpochRecorder, HistoryWriter, LastCheckpoint, ProgressCallback,
+        )
         from engine.pipeline import batch_from_feed, training_stream
         from engine.train_step import StepGate, fused_batch_norm
 
@@ -229,8 +231,10 @@ class Trainer:
             and t.distribution == "none"
         progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started, gated=gated)
         recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started, progress)
+        guard = DivergenceGuard(progress)
         callbacks = [
             progress,
+            guard,  # before the callbacks that record an epoch: they skip one whose loss is not finite
             HistoryWriter(store, record.run_id, progress),
             LastCheckpoint(store, record.run_id, ds.class_names, progress),
             BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress),
@@ -272,6 +276,8 @@ class Trainer:
         train_seconds = time.monotonic() - train_start
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
+        if guard.reason:
+            return self._diverged(guard.reason, started, train_seconds, epochs_done)
 
         self.listener.on_stage(StageEvent("save", "Saving the model"))
         store.save_model(record.run_id, model, "final", ds.class_names)
@@ -296,6 +302,19 @@ class Trainer:
         store.update(record.run_id, status=status, reason=reason, finished=time.time(),
                      train_seconds=train_seconds, epochs_done=epochs_done)
         return self._ended(status, reason, started, epochs_done, test_metrics, split if test_metrics else "")
+
+    def _diverged(self, reason: str, started: float, train_seconds: float, epochs_done: int) -> RunEnded:
+        """A run whose loss became NaN or infinite fails. Its weights are NaN
+        now, so no final model is saved and nothing is evaluated: what stays
+        is best.h5 and last.keras of the good epochs, which evaluating the
+        run uses (RunStore.evaluation_model)."""
+        recorder = self.recorder
+        if epochs_done:
+            reason += f"; the models saved up to epoch {epochs_done} are kept (best: epoch {recorder.best_epoch})"
+        else:
+            reason += "; no epoch finished before, so no model was kept"
+        self.store.update(self.run_id, train_seconds=train_seconds)
+        return self._ended("failed", reason, started, epochs_done)
 
     def _build(self, models, keras):
         cfg = self.config

@@ -228,3 +228,134 @@ def test_setup_cfg_packages_the_cli_beside_main_py():
     include = [name.strip() for name in setup["options.packages.find"]["include"].split(",")]
     assert "cli" in find_packages(where=str(Path(main.__file__).parent), include=include)
     assert setup["options"]["py_modules"].strip() == "main"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "epochs=inf"], "Epochs (training.epochs) = 'inf' is not a whole number"),
+    (["--set", "learning_rate=nan"], "Learning rate (training.learning_rate) = nan is out of range"),
+    (["--set", "batch_size=1e400"], "Batch size (training.batch_size) = '1e400' is not a whole number"),
+    (["--set", "epochs=" + "9" * 400], "Epochs (training.epochs) = 9999999999999999999999999999999999999... is out"),
+    (["--set", "__class__=1"], "unknown setting '__class__'"),
+    (["--set", "training.__dict__=1"], "unknown setting 'training.__dict__'"),
+    (["--set", "training.copy=1"], "unknown setting 'training.copy'"),
+    (["--set", "to_json=x"], "unknown setting 'to_json'"),
+])
+def test_settings_python_cannot_convert_are_one_line_and_exit_status_2(store, capsys, argv, message):
+    code, out, err = run(capsys, "train", "--data", "cifar10", *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{\x00}\x00", "config.json: not UTF-8 text (byte 0 cannot be read)"),
+    (b'{"name": "caf\xe9"}', "config.json: not UTF-8 text (byte 13 cannot be read)"),
+    (b'{"training": {"epochs": 1e309}}', "config.json: Epochs (training.epochs) = inf is not a whole number"),
+    (b'{"training": {"epochs": ' + b"9" * 400 + b"}}", "Epochs (training.epochs) = 99999"),
+    (b'{"training": {"epochs": ' + b"9" * 5000 + b"}}", "config.json: settings are not usable JSON: a number"),
+    (b'{"training": {"learning_rate": [1]}}', "Learning rate (training.learning_rate) = [1] is not a number"),
+    (b'{"training": {"epochs": null}}', "Epochs (training.epochs) = None is not a whole number"),
+    (b'{"training": {"optimizer": {}}}', "Optimizer (training.optimizer) = {} is not text"),
+    (b'{"training": {"__class__": 1}}', "config.json: unknown setting 'training.__class__'"),
+    (b"{nope", "config.json: settings are not valid JSON"),
+])
+def test_a_config_file_python_cannot_read_is_one_line_and_exit_status_2(store, tmp_path, capsys, content, message):
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    code, out, err = run(capsys, "train", "--data", "cifar10", "--config", str(path))
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _copy_folder(source: Path, target: Path, rename: dict[str, str] | None = None, extra: str = "") -> Path:
+    """The image folder again, with class folders renamed and/or one more class (a copy of the first)."""
+    import shutil
+
+    for split in ("train", "test"):
+        for folder in sorted((source / split).iterdir()):
+            shutil.copytree(folder, target / split / (rename or {}).get(folder.name, folder.name))
+        if extra:
+            shutil.copytree(min((source / split).iterdir()), target / split / extra)
+    return target
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_are_shown_escaped(store, image_folder, capsys,
+                                                                               tmp_path):
+    """--name with an escape sequence, a newline and a byte that is not UTF-8 (as $'\\xff' arrives): the run is
+    stored and listed, `runs`, `show` and `predict` print the escaped form and no raw control character;
+    evaluating on a dataset whose classes are not the model's is refused in one line."""
+    name = "a\x1b[31mb\nc" + os.fsdecode(b"\xff")
+    shown = "a\\x1b[31mb\\nc\\xff"
+    code, out, err = run(capsys, "train", "--preset", "Paper Table 1", "--model", "simcnn",
+                         "--data", str(image_folder), "--set", "epochs=1", "--set", "batch_size=32",
+                         "--set", "steps_per_epoch=auto", "--name", name)
+    assert code == 0, err
+    assert shown in out and "\x1b" not in out
+    records = RunStore(store).list_runs()
+    assert [r.name for r in records] == ["a\x1b[31mb\nc\\xff"]  # kept, with the stray byte made visible
+    run_id = records[0].run_id
+
+    for argv in (["runs"], ["show", run_id], ["evaluate", run_id]):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        assert shown in out and "\x1b" not in out + err and "\udcff" not in out, argv
+    code, _, err = run(capsys, "show", name)  # the name as the shell passes it finds the run
+    assert code == 0, err
+
+    renamed = _copy_folder(image_folder, tmp_path / "renamed", rename={"top_left": "cat", "top_right": "dog"})
+    extra = _copy_folder(image_folder, tmp_path / "extra", extra="zebra")
+    for folder, message in ((renamed, "but the dataset has 4 classes [bottom_left, bottom_right, cat, dog]"),
+                            (extra, "but the dataset has 5 classes [")):
+        code, out, err = run(capsys, "evaluate", run_id, "--data", str(folder))
+        assert code == 2 and err.startswith("error: ") and "was trained on 4 classes [" in err and message in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+    pictures = tmp_path / "odd"
+    pictures.mkdir()
+    first = min((image_folder / "test" / "top_left").iterdir())
+    try:
+        odd = pictures / os.fsdecode(b"\xff\x1b[2Jx.png")
+        odd.write_bytes(first.read_bytes())
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this filesystem refuses names that are not UTF-8")
+    (pictures / "line\nbreak.png").write_bytes(first.read_bytes())
+    report = tmp_path / "odd.csv"
+    code, out, err = run(capsys, "predict", run_id, str(pictures), "--csv", str(report))
+    assert code == 0, err
+    assert "\\xff\\x1b[2Jx.png: " in out and "line\\nbreak.png: " in out
+    assert "\x1b" not in out and "\udcff" not in out and len(out.strip().splitlines()) == 3  # two images, "wrote"
+    rows = report.read_text(encoding="utf-8")
+    assert "\\xff" in rows
+
+
+def test_output_paths_are_refused_before_the_model_is_loaded(store, tmp_path, capsys):
+    """--csv and --out that cannot be written fail at once (the model file here is not even a model: loading it
+    would say so), in one line with exit status 2."""
+    fake = tmp_path / "model.h5"
+    fake.write_text("hello")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (["predict", str(fake), str(image), "--csv", str(tmp_path)], "is a folder"),
+        (["predict", str(fake), str(image), "--csv", str(tmp_path / "no" / "p.csv")], "does not exist"),
+        (["predict", str(fake), str(image), "--csv", str(image)], "looks like an image or model file"),
+        (["explain", str(fake), str(image), "--out", str(tmp_path)], "written as PNG"),
+        (["explain", str(fake), str(image), "--out", str(tmp_path / "d.png")], "is a folder"),
+        (["explain", str(fake), str(image), "--out", str(tmp_path / "no" / "o.png")], "does not exist"),
+        (["explain", str(fake), str(image), "--out", str(image)], "is the image being explained"),
+    ]
+    (tmp_path / "d.png").mkdir()
+    if os.geteuid() != 0:  # root writes anywhere
+        cases += [(["predict", str(fake), str(image), "--csv", str(locked / "p.csv")], "no permission"),
+                  (["explain", str(fake), str(image), "--out", str(locked / "o.png")], "no permission")]
+    try:
+        for argv, message in cases:
+            code, out, err = run(capsys, *argv)
+            assert code == 2 and err.startswith("error: ") and message in err, (argv, err)
+            assert err.count("\n") == 1 and "not a Keras model file" not in err and not out
+    finally:
+        locked.chmod(0o700)

@@ -285,3 +285,71 @@ def test_a_newer_version_is_refused_clearly():
     for bad in ('"2"', "0", "true", "2.0"):
         with pytest.raises(ConfigError, match="is not a version CIFAR Studio wrote"):
             RunConfig.from_json('{"version": %s}' % bad)
+
+
+# Settings that once raised OverflowError, TypeError or ValueError out of set(),
+# from_dict() or from_json(): each is now one line naming the setting.
+BAD_SETTINGS = [
+    ("epochs", "inf", r"Epochs \(training.epochs\) = 'inf' is not a whole number"),
+    ("epochs", "-inf", r"Epochs \(training.epochs\) = '-inf' is not a whole number"),
+    ("epochs", "nan", r"Epochs \(training.epochs\) = 'nan' is not a whole number"),
+    ("batch_size", "1e400", r"Batch size \(training.batch_size\) = '1e400' is not a whole number"),
+    ("learning_rate", "nan", r"Learning rate \(training.learning_rate\) = nan is out of range"),
+    ("learning_rate", "inf", r"Learning rate \(training.learning_rate\) = inf is out of range"),
+    ("momentum", "nan", r"Momentum \(training.momentum\) = nan is out of range"),
+    ("epochs", "9" * 400, r"Epochs \(training.epochs\) = 9{37}\.\.\. is out of range; it must be between 1 and 10000$"),
+    ("__class__", "1", r"^unknown setting '__class__'$"),
+    ("training.__class__", "1", r"^unknown setting 'training.__class__'$"),
+    ("training.__dict__", "1", r"^unknown setting 'training.__dict__'$"),
+    ("training.copy", "1", r"^unknown setting 'training.copy'$"),
+    ("to_json", "x", r"^unknown setting 'to_json'$"),
+    ("__init__", "1", r"^unknown setting '__init__'$"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_SETTINGS)
+def test_set_gives_a_setting_message_for_values_python_cannot_convert(key, value, message):
+    config = preset("Paper Table 1")
+    with pytest.raises(ConfigError, match=message):
+        config.set(key, value)
+        config.check()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"training": {"epochs": 1e309}}, r"Epochs \(training.epochs\) = inf is not a whole number"),
+    ({"training": {"epochs": float("nan")}}, r"Epochs \(training.epochs\) = nan is not a whole number"),
+    ({"training": {"epochs": 10**400}}, r"Epochs \(training.epochs\) = 10{36}\.\.\. is out of range"),
+    ({"training": {"epochs": 10**5000}}, r"Epochs \(training.epochs\) = a number of about 5000 digits is out of"),
+    ({"training": {"learning_rate": 10**5000}}, r"Learning rate \(training.learning_rate\) = a number of about"),
+    ({"training": {"learning_rate": float("inf")}}, r"Learning rate \(training.learning_rate\) = inf is out of"),
+    ({"training": {"epochs": [1]}}, r"Epochs \(training.epochs\) = \[1\] is not a whole number"),
+    ({"training": {"epochs": {"a": 1}}}, r"Epochs \(training.epochs\) = \{'a': 1\} is not a whole number"),
+    ({"training": {"epochs": None}}, r"Epochs \(training.epochs\) = None is not a whole number"),
+    ({"training": {"learning_rate": [0.1]}}, r"Learning rate \(training.learning_rate\) = \[0.1\] is not a number"),
+    ({"training": {"learning_rate": None}}, r"Learning rate \(training.learning_rate\) = None is not a number"),
+    ({"training": {"optimizer": ["sgd"]}}, r"Optimizer \(training.optimizer\) = \['sgd'\] is not text"),
+    ({"training": {"optimizer": None}}, r"Optimizer \(training.optimizer\) = None is not text"),
+    ({"name": None}, r"Name \(name\) = None is not text"),
+    ({"training": {"__class__": 1}}, r"^unknown setting 'training.__class__'$"),
+    ({"__dict__": {}}, r"^unknown setting '__dict__'$"),
+])
+def test_from_dict_gives_a_setting_message_for_values_of_the_wrong_kind(data, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict({"version": CONFIG_VERSION, **data}).check()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"training": {"epochs": 1e309}}', r"Epochs \(training.epochs\) = inf is not a whole number"),
+    ('{"training": {"epochs": NaN}}', r"Epochs \(training.epochs\) = nan is not a whole number"),
+    ('{"training": {"learning_rate": Infinity}}', r"Learning rate \(training.learning_rate\) = inf is out of"),
+    ('{"training": {"epochs": ' + "9" * 400 + "}}", r"Epochs \(training.epochs\) = 9{37}\.\.\. is out of range"),
+    ('{"training": {"epochs": ' + "9" * 5000 + "}}", "settings are not usable JSON: a number in them has over 4300"),
+    ('{"training": {"epochs": "' + "9" * 5000 + '"}}', r"Epochs \(training.epochs\) = '9{36}\.\.\. is not a whole"),
+    ('{"training": {"epochs": null}}', r"Epochs \(training.epochs\) = None is not a whole number"),
+    ('{"training": {"batch_size": [32]}}', r"Batch size \(training.batch_size\) = \[32\] is not a whole number"),
+    ('{"version": 1e400}', "the settings version inf is not a version"),
+    ("[" * 100_000 + "]" * 100_000, "settings are not usable JSON: they are nested too deeply"),
+])
+def test_from_json_gives_a_setting_message_for_numbers_python_cannot_hold(text, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_json(text).check()

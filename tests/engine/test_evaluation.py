@@ -134,7 +134,8 @@ def picture_run(tmp_path):
     config.dataset.source, config.dataset.path = "folder", str(folder)
     store = RunStore(tmp_path / "store")
     run_id = store.create_run(config).run_id
-    store.save_model(run_id, build_model(config.model, (32, 32, 3), 4), "final", CLASS_NAMES)
+    # a folder's classes come in its subfolders' order, as training would have saved them
+    store.save_model(run_id, build_model(config.model, (32, 32, 3), 4), "final", sorted(CLASS_NAMES))
     return store, run_id, folder
 
 
@@ -322,3 +323,20 @@ def test_gallery_selections(predicted):
         select(result, "everything")
     with pytest.raises(ValueError, match="no class"):
         select(result, "true", "dog")
+
+
+def test_a_dataset_with_other_classes_than_the_model_is_refused():
+    """Other names in the same number would give numbers that mean nothing; another number, an IndexError."""
+    from engine.errors import ModelError
+    from engine.evaluation import _check_classes
+
+    _check_classes(["a", "b"], ["a", "b"], "model.h5")
+    _check_classes(None, ["a", "b"], "model.h5")  # a model made elsewhere: only its outputs are checked
+    for dataset, shown in ((["b", "a"], "2 classes [b, a]"), (["a", "b", "c"], "3 classes [a, b, c]"),
+                           ([f"c{i}" for i in range(100)], "100 classes [c0, c1, c2, c3, c4, c5, ... (100 in all)]"),
+                           (["a", "\x1b[2J"], "2 classes [a, \\x1b[2J]")):
+        with pytest.raises(ModelError) as caught:
+            _check_classes(["a", "b"], dataset, "model.h5 of run x")
+        message = str(caught.value)
+        assert message.startswith("model.h5 of run x was trained on 2 classes [a, b], but the dataset has " + shown)
+        assert "\n" not in message and "\x1b" not in message

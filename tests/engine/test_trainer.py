@@ -278,7 +278,7 @@ def test_the_evaluation_after_training_can_be_cancelled_and_run_later(tmp_path, 
                 trainer.request_stop() if how.startswith("Stop") else trainer.cancel()
 
     listener = CancelTheEvaluation()
-    trainer = Trainer(config, listener, store, dataset=toy_dataset())
+    trainer = Trainer(config, listener, store)  # trained on the folder, so evaluated later on the same classes
     result = trainer.run()
 
     assert result.status == status and "evaluation was cancelled" in result.reason
@@ -292,3 +292,44 @@ def test_the_evaluation_after_training_can_be_cancelled_and_run_later(tmp_path, 
     assert evaluation.split == "validation" and len(evaluation.y_true) == 4  # the folder has no test split
     assert store.get(result.run_id).test_accuracy == evaluation.accuracy
     assert store.metrics(result.run_id)["model_file"] == "model.h5"
+
+
+def test_a_loss_that_becomes_nan_fails_the_run_and_keeps_the_good_epochs(tmp_path):
+    """SGD with momentum 0.9 warming up to 1.0 trains the toy CNN for one
+    epoch and blows up in the second: the run fails with why and where, and
+    keeps epoch 1's history, best.h5 and last.keras (not the NaN model)."""
+    store = RunStore(tmp_path)
+    listener = Recorder()
+    config = toy_config(epochs=4, optimizer="sgd", learning_rate=1.0, momentum=0.9, schedule="cosine",
+                        warmup_epochs=2)
+    config.model.architecture = "cnn"
+    result = Trainer(config, listener, store, dataset=toy_dataset()).run()
+
+    assert result.status == "failed" and result.epochs_done == 1
+    assert "the loss became NaN in epoch 2 (by batch" in result.reason and "lower the learning rate" in result.reason
+    assert "models saved up to epoch 1 are kept (best: epoch 1)" in result.reason
+    assert [e.epoch for e in listener.of("epoch")] == [1]
+    assert any("epoch 2 is not recorded" in text for text in listener.of("log"))
+    record = store.get(result.run_id)
+    assert (record.status, record.epochs_done, record.test_accuracy) == ("failed", 1, None)
+    assert record.reason == result.reason
+    history = store.history(result.run_id)
+    assert history["epoch"] == [0] and np.isfinite(history["loss"]).all()  # CSVLogger counts from 0
+    folder = store.run_dir(result.run_id)
+    assert not (folder / "model.h5").exists() and not (folder / "metrics.json").exists()
+    assert store.evaluation_model(result.run_id) == folder / "best.h5"
+    images = toy_dataset().x_test[:8]
+    for name in ("best.h5", "last.keras"):
+        assert np.isfinite(keras.models.load_model(folder / name).predict(images, verbose=0)).all(), name
+
+
+def test_a_validation_loss_that_becomes_nan_in_the_first_epoch_keeps_no_model(tmp_path):
+    store = RunStore(tmp_path)
+    config = toy_config(epochs=3, optimizer="sgd", learning_rate=10.0)
+    result = Trainer(config, Recorder(), store, dataset=toy_dataset()).run()
+
+    assert result.status == "failed" and result.epochs_done == 0
+    assert "became NaN in epoch 1" in result.reason and "no epoch finished before" in result.reason
+    folder = store.run_dir(result.run_id)
+    assert not any((folder / name).exists() for name in ("model.h5", "best.h5", "last.keras"))
+    assert store.get(result.run_id).status == "failed"
