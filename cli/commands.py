@@ -7,7 +7,6 @@ Keras and the run store are imported inside the commands that need them, so
 from __future__ import annotations
 
 import csv
-import os
 import re
 import signal
 import sys
@@ -333,25 +332,16 @@ def cmd_explain(args) -> int:
 
 def check_png_path(out: Path, image: Path) -> None:
     """Refuse an --out that cannot take the overlay, before the model is loaded
-    and the Grad-CAM computed: not a .png name, a folder, a missing or
-    read-only folder, a file that cannot be written, or the explained image itself."""
+    and the Grad-CAM computed (the explained image itself among the cases)."""
+    from engine.inference import check_output_file
+
     shown = f"--out {printable(out)}"
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"{shown}: the overlay is written as PNG; give a name ending in .png")
-    if out.is_dir():
-        raise UsageError(f"{shown} is a folder; give a file name for the overlay")
-    if out.exists():
-        if not out.is_file():
-            raise UsageError(f"{shown} exists and is not a regular file")
-        if image.exists() and out.resolve() == image.resolve():
-            raise UsageError(f"{shown} is the image being explained; give another name")
-        if not os.access(out, os.W_OK):
-            raise UsageError(f"{shown}: cannot write it (no permission)")
-    parent = out.parent
-    if not parent.is_dir():
-        raise UsageError(f"{shown}: cannot write it: the folder {printable(parent)} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{shown}: cannot write it: no permission to write into {printable(parent)}")
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise UsageError(f"{shown}: the overlay is written as PNG; give a file name ending in .png")
+    try:
+        check_output_file(out, "overlay", inputs=[image] if image.exists() else [])
+    except EngineError as exc:
+        raise UsageError(f"{shown}: {exc}") from None
 
 
 def class_argument(value: str, names: list[str]) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.datasets import cifar10_class_names, decode_image, is_image_name
 from engine.errors import DatasetError, EngineError, ModelError
+from engine.text import printable
 
 CLASS_NAMES_ENTRY = "cifar_studio_class_names.json"
 FAST_PATH_MAX_IMAGES = 256  # on JAX and PyTorch, at most this many skip model.predict's per-call set-up
@@ -554,34 +555,41 @@ def _describe_normalization(layer) -> str:
             f"std {', '.join(f'{math.sqrt(max(v, 0)):.4g}' for v in variance[:3])}")
 
 
-def check_csv_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
-    """Refuse a CSV path that cannot be written, before any image is classified.
+def check_output_file(target: Path, what: str, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse a file a result cannot be written to, before the work that makes it.
 
-    Also refuses to write over one of the pictures being classified or over
-    an image file, which a slip in a save dialog could otherwise destroy.
+    A folder, something that is not a regular file, one of the `inputs` (a
+    slip in a save dialog would destroy it), no permission, or a missing or
+    read-only folder: each a message naming `what` is written there.
     """
+    if target.is_dir():
+        raise EngineError(f"{printable(target)} is a folder; give a file name for the {what}")
+    if target.exists():
+        if not target.is_file():
+            raise EngineError(f"{printable(target)} exists and is not a regular file")
+        resolved = target.resolve()
+        if any(Path(p).resolve() == resolved for p in inputs):
+            raise EngineError(f"{printable(target.name)} is one of the files being read; give another name")
+        if not os.access(target, os.W_OK):
+            raise EngineError(f"{printable(target)} cannot be written (no permission)")
+    parent = target.parent
+    if not parent.is_dir():
+        raise EngineError(f"the folder {printable(parent)} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise EngineError(f"cannot write into {printable(parent)} (no permission)")
+    return target
+
+
+def check_csv_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse a CSV path that cannot be written, before any image is classified;
+    also an image or model file name, which a CSV would overwrite."""
     text = str(path).strip()
     if not text:
         raise EngineError("no CSV file given")
     target = Path(text).expanduser()
-    if target.is_dir():
-        raise EngineError(f"{target} is a folder; give a file name for the CSV")
-    if is_image_name(target.name) or target.suffix.lower() in MODEL_SUFFIXES:
-        raise EngineError(f"{target.name} looks like an image or model file; the CSV needs a .csv name")
-    if target.exists():
-        if not target.is_file():
-            raise EngineError(f"{target} exists and is not a regular file")
-        resolved = target.resolve()
-        if any(Path(p).resolve() == resolved for p in inputs):
-            raise EngineError(f"{target.name} is one of the files being classified")
-        if not os.access(target, os.W_OK):
-            raise EngineError(f"{target} cannot be written (no permission)")
-    parent = target.parent
-    if not parent.is_dir():
-        raise EngineError(f"the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise EngineError(f"cannot write into {parent} (no permission)")
-    return target
+    if not target.is_dir() and (is_image_name(target.name) or target.suffix.lower() in MODEL_SUFFIXES):
+        raise EngineError(f"{printable(target.name)} looks like an image or model file; the CSV needs a .csv name")
+    return check_output_file(target, "CSV", inputs)
 
 
 class PredictionCsv:

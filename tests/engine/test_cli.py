@@ -186,7 +186,7 @@ def test_explain_says_in_one_line_what_it_cannot_do(store, tmp_path, capsys):
         (["explain", str(tmp_path / "conv.keras"), str(tmp_path / "none.png")], "none.png: no such file"),
         (["explain", str(tmp_path / "conv.keras"), str(image), "--out", str(tmp_path / "o.jpg")], "written as PNG"),
         (["explain", str(tmp_path / "conv.keras"), str(image), "--out", str(tmp_path / "no" / "o.png")],
-         "cannot write it"),
+         "does not exist"),
     ):
         code, _, err = run(capsys, *argv)
         assert code == 2 and err.startswith("error: ") and message in err, err
@@ -344,9 +344,9 @@ def test_output_paths_are_refused_before_the_model_is_loaded(store, tmp_path, ca
         (["predict", str(fake), str(image), "--csv", str(tmp_path / "no" / "p.csv")], "does not exist"),
         (["predict", str(fake), str(image), "--csv", str(image)], "looks like an image or model file"),
         (["explain", str(fake), str(image), "--out", str(tmp_path)], "written as PNG"),
-        (["explain", str(fake), str(image), "--out", str(tmp_path / "d.png")], "is a folder"),
+        (["explain", str(fake), str(image), "--out", str(tmp_path / "d.png")], "give a file name ending in .png"),
         (["explain", str(fake), str(image), "--out", str(tmp_path / "no" / "o.png")], "does not exist"),
-        (["explain", str(fake), str(image), "--out", str(image)], "is the image being explained"),
+        (["explain", str(fake), str(image), "--out", str(image)], "is one of the files being read"),
     ]
     (tmp_path / "d.png").mkdir()
     if os.geteuid() != 0:  # root writes anywhere

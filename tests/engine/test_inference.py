@@ -407,7 +407,7 @@ def test_a_csv_path_is_checked_before_any_work(tmp_path):
                             (tmp_path / "b.jpg", "looks like an image"), ("", "no CSV file given")):
         with pytest.raises(EngineError, match=message):
             check_csv_path(target)
-    with pytest.raises(EngineError, match="is one of the files being classified"):
+    with pytest.raises(EngineError, match="is one of the files being read"):
         check_csv_path(tmp_path / "taken.csv", [picture, tmp_path / "taken.csv"])
     assert check_csv_path(tmp_path / "taken.csv", [picture]) == tmp_path / "taken.csv"
 
