@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import commands
+from cli import commands, compare, queue, resume
 from cli.commands import UsageError
 from engine.config import PRESETS
 from engine.errors import EngineError
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "headless.",
     )
     parser.add_argument("--store", help="run store folder (default: $CIFAR_STUDIO_HOME or the user data folder)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up and device lines (or CIFAR_STUDIO_VERBOSE=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and save the run")
@@ -98,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how the gradient weighs the feature map: per position (default; the same as "
                               "Grad-CAM where the head pools the map) or averaged per channel (the Grad-CAM paper)")
     explain.set_defaults(handler=commands.cmd_explain)
+    compare_ = sub.add_parser("compare", help="compare runs: a table, settings that differ, two runs head to "
+                                              "head; --csv and --report write them to files")
+    compare_.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes, or names); the "
+                                                              "first is the baseline the others are compared with")
+    compare_.add_argument("--csv", help="write the runs table to this CSV file")
+    compare_.add_argument("--report", help="write a report of the runs to this .html or .pdf file")
+    compare_.set_defaults(handler=compare.cmd_compare)
+    queue_ = sub.add_parser("queue", help="train a group of runs one after the other (e.g. the seeds' "
+                                          "experiments), each saved as it ends")
+    queue_.add_argument("group", help="the group's name, e.g. 'Seed 1' or 'Seed 3'")
+    queue_.add_argument("--data", default="cifar10", help="the dataset, as for train")
+    queue_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting in every run of the group, e.g. model.input_size=64")
+    queue_.set_defaults(handler=queue.cmd_queue)
+    resume_ = sub.add_parser("resume", help="continue a stopped or interrupted run from its last whole epoch")
+    resume_.add_argument("run")
+    resume_.set_defaults(handler=resume.cmd_resume)
     rename = sub.add_parser("rename", help="rename a run")
     rename.add_argument("run")
     rename.add_argument("name")

@@ -18,6 +18,7 @@ from engine.errors import ConfigError, EngineError
 from engine.text import format_seconds, printable, valid_text
 
 DEFAULT_PRESET = "Paper Table 1"
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 KERAS_SOURCES = ("cifar10", "cifar100", "fashion_mnist")
 MOST_CONFUSED = 10  # pairs `show` prints
 CONFUSION_PRINT_LIMIT = 30  # classes; a bigger matrix is too wide for a terminal
@@ -102,6 +103,9 @@ def cmd_train(args) -> int:
         if result.run_id:
             print(f"run {result.run_id} failed; what was saved is kept", file=sys.stderr)
         raise EngineError(result.reason)
+    if not result.run_id:  # Ctrl-C while the data was loading: no run was made, none is reported
+        print(f"{result.status} before training started: no run was made", file=sys.stderr)
+        return EXIT_INTERRUPTED
     record = store.get(result.run_id)
     print(f"run {record.run_id} ({printable(record.name)}) {result.status}: {printable(result.reason)}")
     if result.test_metrics:

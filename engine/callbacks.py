@@ -6,12 +6,17 @@ stopping is Keras' own EarlyStopping. What is written goes through the run
 store (engine/runs.py), which writes every file atomically.
 
 Only ProgressCallback has a per-batch hook (and a cheap one): the others
-run once per epoch. An epoch cut short by Stop is no epoch: Keras still
-validates and calls on_epoch_end with the partial epoch's figures, so each
-callback here asks ProgressCallback whether the epoch ran all its batches.
-Nor is an epoch whose loss became NaN or infinite (DivergenceGuard): the
-callbacks after the guard ask ProgressCallback's `epoch_is_whole`, so the
-history, the checkpoints and the index keep the last good epoch.
+run once per epoch (TensorBoardLogs drops the batch hooks of Keras' own).
+An epoch cut short by Stop is no epoch: Keras still validates and calls
+on_epoch_end with the partial epoch's figures, so each callback here asks
+ProgressCallback whether the epoch ran all its batches. Nor is an epoch
+whose loss became NaN or infinite (DivergenceGuard): the callbacks after
+the guard ask ProgressCallback's `epoch_is_whole`, so the history, the
+checkpoints and the index keep the last good epoch.
+
+A resumed run (Trainer.resume) goes on through the same callbacks, started
+where the run's files left off: the epoch, the elapsed time and the best
+value so far.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import time
 
 import keras
+import numpy as np
 
 from engine.events import EpochEnded, Progress
 
@@ -43,11 +49,13 @@ class ProgressCallback(keras.callbacks.Callback):
     # With steps_per_execution N, Keras calls the batch hooks once per N
     # steps with the index of the last one; counts are taken from that index.
 
-    def __init__(self, trainer, steps: int, epochs: int, batch_size: int, started: float, gated: bool = False):
+    def __init__(self, trainer, steps: int, epochs: int, batch_size: int, started: float, gated: bool = False,
+                 initial_epoch: int = 0):
         super().__init__()
         self.trainer = trainer
         self.steps = steps
         self.epochs = epochs
+        self.initial_epoch = initial_epoch  # epochs trained before this fit (a resumed run): not in the speed
         self.batch_size = batch_size
         self.started = started
         self.gated = gated
@@ -91,8 +99,8 @@ class ProgressCallback(keras.callbacks.Callback):
             return
         self.last_report = now
         elapsed = now - self.train_start
-        done = self.epoch * self.steps + batch + 1
-        total = self.epochs * self.steps
+        done = (self.epoch - self.initial_epoch) * self.steps + batch + 1
+        total = (self.epochs - self.initial_epoch) * self.steps
         figures = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if not math.isfinite(figures.get("loss", 0.0)) and not self.first_bad_batch:
             # Already converted for the report, so free to check: the epoch's
@@ -143,13 +151,15 @@ class DivergenceGuard(keras.callbacks.Callback):
 class HistoryWriter(keras.callbacks.Callback):
     """history.csv after each whole epoch, through the store: CSVLogger's
     columns plus `elapsed`, the seconds since training started (Compare
-    plots runs against wall time)."""
+    plots runs against wall time); a resumed run's go on from
+    `elapsed_before`, its last row's."""
 
-    def __init__(self, store, run_id: str, progress: ProgressCallback):
+    def __init__(self, store, run_id: str, progress: ProgressCallback, elapsed_before: float = 0.0):
         super().__init__()
         self.store = store
         self.run_id = run_id
         self.progress = progress
+        self.elapsed_before = elapsed_before
         self.train_start = 0.0
 
     def on_train_begin(self, logs=None):
@@ -157,21 +167,24 @@ class HistoryWriter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.progress.epoch_is_whole:
-            self.store.append_history(self.run_id, epoch, logs or {}, time.monotonic() - self.train_start)
+            elapsed = self.elapsed_before + time.monotonic() - self.train_start
+            self.store.append_history(self.run_id, epoch, logs or {}, elapsed)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
     """best.h5 through the store whenever the monitored metric improves, as
-    ModelCheckpoint(save_best_only=True, mode="max") would write it."""
+    ModelCheckpoint(save_best_only=True, mode="max") would write it.
+    `best`: the best value so far (a resumed run's, from its history)."""
 
-    def __init__(self, store, run_id: str, monitor: str, class_names, progress: ProgressCallback):
+    def __init__(self, store, run_id: str, monitor: str, class_names, progress: ProgressCallback,
+                 best: float | None = None):
         super().__init__()
         self.store = store
         self.run_id = run_id
         self.monitor = monitor
         self.class_names = list(class_names)
         self.progress = progress
-        self.best = -math.inf
+        self.best = -math.inf if best is None else best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -200,9 +213,11 @@ class LastCheckpoint(keras.callbacks.Callback):
 class EpochRecorder(keras.callbacks.Callback):
     """After each whole epoch: the index row is updated and EpochEnded is
     sent with every metric (and the learning rate in use). An epoch cut
-    short by Stop is only logged."""
+    short by Stop is only logged. A resumed run starts from its history's
+    `epochs_done`, `best_epoch` and `best_value`."""
 
-    def __init__(self, trainer, store, run_id: str, monitor: str, started: float, progress: ProgressCallback):
+    def __init__(self, trainer, store, run_id: str, monitor: str, started: float, progress: ProgressCallback,
+                 epochs_done: int = 0, best_epoch: int = 0, best_value: float | None = None):
         super().__init__()
         self.trainer = trainer
         self.store = store
@@ -210,9 +225,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.monitor = monitor
         self.started = started
         self.progress = progress
-        self.epochs_done = 0
-        self.best_epoch = 0
-        self.best_value: float | None = None
+        self.epochs_done = epochs_done
+        self.best_epoch = best_epoch
+        self.best_value = best_value
         self.epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -244,3 +259,100 @@ class EpochRecorder(keras.callbacks.Callback):
             elapsed=now - self.started, epoch_seconds=now - self.epoch_start,
             best_epoch=self.best_epoch, best_value=self.best_value, monitor=self.monitor,
         ))
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Seeds the model's random layers (augmentation, dropout) at the start
+    of each epoch from (training seed, epoch, layer), so that epoch k draws
+    the same numbers whether the run went on or was resumed before it.
+
+    Keras saves no SeedGenerator state in a model file: a model opened from
+    last.keras would otherwise draw its first epoch's numbers again. (The
+    input stream needs nothing of this: engine/pipeline.py's order is a
+    function of the seed and the position in the stream, and a resumed run
+    skips the batches already trained.)
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.name == "seed_generator_state"]
+        for index, state in enumerate(states):
+            value = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0] >> 1  # fits int32
+            state.assign(np.array([value, 0], dtype=state.dtype))
+
+
+class TensorBoardLogs(keras.callbacks.TensorBoard):
+    """Keras' own TensorBoard writer, once per whole epoch, into the run's
+    tensorboard/ folder (train/ and validation/).
+
+    Its batch hooks are Callback's own no-ops again. Keras' TensorBoard
+    overrides on_train_batch_end (per-batch summaries, the graph, profiling:
+    all off here with update_freq="epoch", write_graph=False, profile_batch=0),
+    which turns off Keras' asynchronous dispatch of batch hooks where Keras
+    has it (CallbackList._configure_async_dispatch: JAX and PyTorch; Keras
+    3.15 never dispatches asynchronously on TensorFlow), and even then calls
+    summary.scalar for every metric after every step call, which writes
+    nothing without a per-batch writer, and raises without the tensorboard
+    package. An epoch cut short by Stop, or whose loss diverged, is not
+    written (as in history.csv), and the writers are flushed after each
+    epoch, so a killed run keeps every whole epoch's events.
+    """
+
+    on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+    on_test_batch_begin = keras.callbacks.Callback.on_test_batch_begin
+
+    def __init__(self, log_dir, progress: ProgressCallback):
+        super().__init__(log_dir=str(log_dir), update_freq="epoch", write_graph=False, profile_batch=0,
+                         histogram_freq=0)
+        self.progress = progress
+
+    @property
+    def summary(self):
+        """What Keras' TensorBoard writes through: tf.summary, whose `scalar`
+        (TensorFlow 2.16 on) is the tensorboard package's, or without that
+        package the same summary written with TensorFlow's own ops: viewing
+        the logs needs tensorboard, writing them does not."""
+        if self._summary_module is None:
+            try:
+                from tensorboard.summary.v2 import scalar  # noqa: F401  tf.summary.scalar's own
+                import tensorflow.summary as summary
+            except ImportError:
+                summary = _ScalarSummaries()
+            self._summary_module = summary
+        return self._summary_module
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.progress.epoch_is_whole:
+            return
+        super().on_epoch_end(epoch, logs)
+        for writer in self._writers.values():  # Keras' writers, made when first written to
+            writer.flush()
+
+
+class _ScalarSummaries:
+    """tf.summary where `scalar` writes what tensorboard's scalar summary
+    writes (a float32 tensor tagged for the scalars plugin), through
+    TensorFlow's core `tf.summary.write`."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._metadata = tf.compat.v1.SummaryMetadata()
+        self._metadata.plugin_data.plugin_name = "scalars"  # tensorboard's scalars plugin, content version 0
+        self._metadata.data_class = 1  # DATA_CLASS_SCALAR
+
+    def __getattr__(self, name):
+        return getattr(self._tf.summary, name)
+
+    def scalar(self, name, data, step=None, description=None):
+        tf = self._tf
+        metadata = self._metadata
+        if description:
+            metadata = tf.compat.v1.SummaryMetadata.FromString(metadata.SerializeToString())
+            metadata.summary_description = description
+        return tf.summary.write(tag=name, tensor=tf.cast(data, tf.float32), step=step, metadata=metadata)

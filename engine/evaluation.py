@@ -65,6 +65,7 @@ class Evaluation:
     true_prob: np.ndarray | None = None  # (N,) float32, the probability given to the true class
     indices: np.ndarray | None = None  # (N,) each image's position in the evaluated split
     fingerprint: str = ""  # images_fingerprint of the evaluated images and labels; "" when unknown
+    ms_per_image: float | None = None  # predict's wall time per image, in milliseconds; None when not timed
 
     @property
     def macro(self) -> dict[str, float]:
@@ -95,6 +96,7 @@ class Evaluation:
             "macro": self.macro,
             "per_class": per_class,
             "fingerprint": self.fingerprint,
+            "ms_per_image": self.ms_per_image,
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -225,10 +227,14 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
                 self.last_report = now
                 report(StageEvent("evaluate", text, min(1.0, (batch + 1) * batch_size / max(len(y), 1))))
 
+    began = time.perf_counter()
     probs = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Watch()])
+    seconds = time.perf_counter() - began
     if len(probs) < len(y):
         return None
-    return evaluate_probabilities(probs, y, class_names, split=split, fingerprint=images_fingerprint(x, y))
+    evaluation = evaluate_probabilities(probs, y, class_names, split=split, fingerprint=images_fingerprint(x, y))
+    evaluation.ms_per_image = 1000.0 * seconds / len(y) if len(y) else None
+    return evaluation
 
 
 def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent], None] | None = None,

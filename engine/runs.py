@@ -13,6 +13,7 @@ Layout under the store's root::
         best.h5             the best model so far (written when it improves)
         last.keras          the model after the last whole epoch, optimizer state included (resuming)
         model.h5, model.keras   the final model
+        tensorboard/        TensorBoard's event files, train/ and validation/, one scalar per metric and epoch
 
 This module is the only writer of a run: the Trainer, its callbacks and the
 evaluation hand it what to write. Every file is written to a temporary file
@@ -72,6 +73,8 @@ _MODEL_PATHS = {"h5": "model.h5", "keras": "model.keras", "best": "best.h5", "la
 # Where a run's metrics come from: its final model, else (the run ended
 # before saving one) its best checkpoint, else its last epoch.
 _EVALUATION_ORDER = ("h5", "keras", "best", "last")
+# What a resumed run no longer is: its final model and the evaluation of it (reopen_run removes them).
+_FINAL_FILES = ("model.h5", "model.keras", "metrics.json", "predictions.npz")
 _TEMP_MARK = ".tmp"
 
 
@@ -404,6 +407,31 @@ class RunStore:
         text = old + out.getvalue()
         _write_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
 
+    def truncate_history(self, run_id: str, epochs: int) -> None:
+        """Keep only the first `epochs` rows of history.csv (resuming a run
+        killed after it wrote an epoch's row but before its last.keras)."""
+        path = self.run_dir(run_id) / "history.csv"
+        lines = path.read_bytes().decode().splitlines(keepends=True)
+        text = "".join(lines[:1 + epochs])
+        _write_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
+
+    def reopen_run(self, run_id: str) -> RunRecord:
+        """A stopped or interrupted run trains again (resuming): "running"
+        with this process's pid. Its final model and that model's
+        evaluation are removed: they describe the run as it stood when it
+        stopped, not the run it goes on to be (best.h5 and last.keras stay,
+        so it can still be evaluated if it stops again)."""
+        record = self.get(run_id)
+        if record.status == "running" and record.pid != os.getpid() and _pid_alive(record.pid):
+            raise RunStoreError(f"run '{printable(record.name)}' ({record.run_id}) is still training "
+                                f"(process {record.pid}); stop it first")
+        folder = self.run_dir(record.run_id)
+        for name in _FINAL_FILES:
+            (folder / name).unlink(missing_ok=True)
+        self.update(record.run_id, status="running", reason="", finished=0.0, pid=os.getpid(),
+                    host=socket.gethostname(), test_accuracy=None, test_loss=None, evaluated_model="")
+        return self.get(record.run_id)
+
     def save_model(self, run_id: str, model, kind: str, class_names) -> list[Path]:
         """Save `model` as the run's final model ("final": model.keras and
         model.h5), its best checkpoint ("best": best.h5) or its last epoch
@@ -448,6 +476,11 @@ class RunStore:
         if folder.is_symlink() or folder.resolve().parent != self.runs_dir.resolve():
             raise RunStoreError(f"the folder of run {run_id} is not inside {self.runs_dir}; refusing to touch it")
         return folder
+
+    def tensorboard_dir(self, run_id: str) -> Path:
+        """Where a run's TensorBoard logs go (`tensorboard --logdir` this
+        folder, or the store's runs/ folder to see every run)."""
+        return self.run_dir(run_id) / "tensorboard"
 
     def list_runs(self) -> list[RunRecord]:
         """Every run of the index, oldest first. Rows whose id this store

@@ -4,13 +4,102 @@ thread)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import platform
+import re
+import sys
+import tempfile
 
 # At most this many logical CPUs: TensorFlow's idle worker threads sleep
 # instead of spinning (see prepare_tensorflow).
 SPIN_FREE_MAX_CPUS = 4
 SPINNING_ENV = "CIFAR_STUDIO_THREAD_SPINNING"  # "on" / "off" override the automatic choice
+VERBOSE_ENV = "CIFAR_STUDIO_VERBOSE"  # "1": TensorFlow's own start-up lines are shown
+# TensorFlow's native start-up lines: absl's "I0000 00:00:1796174470.419236 1875 port.cc:153] ..." and
+# "2025-09-17 14:44:05.157831: I external/...] ...", and absl's note that it was not initialised.
+_NATIVE_LOG_LINE = re.compile(
+    rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|\d{4}-\d\d-\d\d [\d:.]+: [IWE] \S+\]|"
+    rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)")
+
+
+@contextlib.contextmanager
+def native_stderr_filtered():
+    """Hold what native code writes to file descriptor 2 meanwhile, then
+    write it back without TensorFlow's and absl's log lines.
+
+    Why at the descriptor: TensorFlow 2.20+ logs through absl before absl is
+    initialised, which ignores TF_CPP_MIN_LOG_LEVEL and Python's logging
+    alike (tensorflow/tensorflow#100442), so no setting silences its oneDNN,
+    CUDA and cuInit lines; they are written by C++ straight to descriptor 2.
+    Anything else written meanwhile (another thread's output) is kept.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no descriptor 2 (a windowed app without a console)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = b"".join(line for line in held.read().splitlines(keepends=True)
+                            if not _NATIVE_LOG_LINE.match(line))
+            if kept:
+                os.write(2, kept)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `tensorflow` (whoever imports it first: Keras, the data
+    pipeline) with native_stderr_filtered, and looks for its devices there
+    too, where its CUDA probe logs "failed call to cuInit"."""
+
+    def __init__(self):
+        self.loader = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.loader is not None:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        self.loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not self]
+        with native_stderr_filtered():
+            self.loader.exec_module(module)
+            with contextlib.suppress(Exception):  # only to have the probe's lines said here; never fatal
+                module.config.list_physical_devices("GPU")
+
+
+def quiet_tensorflow_start() -> None:
+    """Keep TensorFlow's start-up lines off the terminal (main.py calls this
+    first), unless CIFAR_STUDIO_VERBOSE=1 (`main.py --verbose`) asks for them.
+    Errors stay one line of the app's own."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def prepare_tensorflow(cpus: int | None = None) -> bool | None:

@@ -7,25 +7,34 @@ concern, writing the history, the best and the last model through the run
 store; Keras' EarlyStopping), Keras optimizers and learning-rate schedules,
 and `model.stop_training` for a graceful stop. A stopped run is saved and
 evaluated like a finished one, with its weights as they stood at the stop.
+
+A stopped or interrupted run can be resumed (`Trainer.resume`): the same
+run, from its last whole epoch (last.keras: the weights and the optimizer's
+state, so its step count and with it the learning-rate schedule's position),
+on the same batches an uninterrupted run would have trained (the input
+stream skips those already trained; EpochSeeds seeds the random layers per
+epoch), its history going on, to the planned number of epochs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine import datasets as data_module
 from engine.config import RunConfig, validate
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError, EngineError, ModelError, RunStoreError
 from engine.evaluation import EVALUATION_BATCH, evaluate_model, evaluation_split
 from engine.events import Listener, RunEnded, RunStarted, StageEvent
-from engine.runs import RunStore
+from engine.runs import RunStore, _pid_alive
+from engine.text import printable
 
 
 @dataclass
@@ -85,6 +94,83 @@ def steps_per_call(steps_per_epoch: int, requested: int) -> int:
     return 1
 
 
+@dataclass
+class ResumePoint:
+    """Where a resumed run goes on from, as its folder says."""
+
+    run_id: str
+    label: str  # "run 'name' (id)", for messages
+    epochs_done: int  # whole epochs in history.csv, which last.keras has trained
+    train_seconds: float  # the index's training time before this resumption
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        """The last whole epoch's `elapsed`: the new rows' go on from it."""
+        values = [v for v in self.history.get("elapsed", [])[:self.epochs_done] if math.isfinite(v)]
+        return values[-1] if values else 0.0
+
+    def best(self, monitor: str) -> tuple[int, float | None]:
+        """The best epoch (1-based) and value of `monitor` so far; (0, None) if none."""
+        values = self.history.get(monitor, [])[:self.epochs_done]
+        finite = [(v, i + 1) for i, v in enumerate(values) if math.isfinite(v)]
+        if not finite:
+            return 0, None
+        value, epoch = max(finite, key=lambda pair: (pair[0], -pair[1]))
+        return epoch, value
+
+
+def resume_point(store: RunStore, run: str) -> tuple[RunConfig, ResumePoint]:
+    """The settings of a run to resume and where it goes on from. Raises
+    RunStoreError, one line naming the run and why, for a run that cannot be
+    resumed. Opening last.keras needs Keras, so that check is the Trainer's."""
+    record = store.get(run)
+    label = f"run '{printable(record.name)}' ({record.run_id})"
+    if record.status == "finished":
+        raise RunStoreError(f"{label} is finished; there is nothing to resume (train a new run to train longer)")
+    if record.status == "running":
+        if record.host != socket.gethostname():
+            raise RunStoreError(f"{label} is marked running on {printable(record.host)}; resume it there once it "
+                                "has ended")
+        if _pid_alive(record.pid):
+            raise RunStoreError(f"{label} is still training (process {record.pid}); stop it first")
+    try:
+        config = store.config(record.run_id)
+    except EngineError as exc:
+        raise RunStoreError(f"{label} cannot be resumed: its config.json cannot be read ({exc})") from None
+    problems = validate(config)
+    if problems:
+        raise RunStoreError(f"{label} cannot be resumed: its config.json has settings this version refuses "
+                            f"({'; '.join(problems.values())})")
+    if not store.model_path(record.run_id, "last").exists():
+        raise RunStoreError(f"{label} has no last.keras: it ended before its first whole epoch; train it again")
+    try:
+        history = store.history(record.run_id)
+    except RunStoreError as exc:
+        raise RunStoreError(f"{label} cannot be resumed: {exc}") from None
+    done = len(history.get("epoch", []))
+    if done >= config.training.epochs:
+        raise RunStoreError(f"{label} has trained all its {config.training.epochs} epochs; there is nothing to "
+                            f"resume (`main.py evaluate {record.run_id}` evaluates it)")
+    return config, ResumePoint(run_id=record.run_id, label=label, epochs_done=done,
+                               train_seconds=record.train_seconds, history=history)
+
+
+def _skip_batches(feed, count: int):
+    """The training stream from its `count`th batch on: a resumed run trains
+    the batches an uninterrupted one would have trained next. A tf.data
+    stream skips them (with the in-step gather it streams index batches, so
+    no image is gathered for them); the PyDataset of JAX and PyTorch serves
+    batches in order whatever the index asked, so they are drawn and dropped."""
+    if not count:
+        return feed
+    if hasattr(feed, "skip"):
+        return feed.skip(count)
+    for _ in range(count):
+        feed[0]  # noqa: B018  draws the next batch
+    return feed
+
+
 def _keras():
     """Keras is imported when a run starts, not when the engine is imported,
     so the window can appear before TensorFlow has loaded."""
@@ -97,12 +183,14 @@ def _keras():
 
 
 class Trainer:
-    """Runs one training described by a RunConfig.
+    """Runs one training described by a RunConfig, or goes on with a run
+    of the store (`Trainer.resume`).
 
     `run()` blocks until the run has finished, stopped or failed, and never
     raises for a user's mistake: a bad setting or dataset ends the run as
-    "failed" with the reason (also returned). `request_stop()` and `cancel()`
-    may be called from any thread.
+    "failed" with the reason (also returned); a resumption that fails
+    before training starts leaves the run as it was. `request_stop()` and
+    `cancel()` may be called from any thread.
     """
 
     def __init__(self, config: RunConfig, listener: Listener | None = None, store: RunStore | None = None,
@@ -119,6 +207,20 @@ class Trainer:
         self._cancel = threading.Event()  # the evaluation after training ends too
         self._training_over = False
         self._gate = None  # train_step.StepGate while a multi-step fit runs
+        self.resuming: ResumePoint | None = None
+
+    @classmethod
+    def resume(cls, run: str, listener: Listener | None = None, store: RunStore | None = None, dataset=None,
+               speed: SpeedSettings | None = None) -> "Trainer":
+        """A Trainer whose run() continues the stopped or interrupted `run`
+        (an id, a unique prefix or a name) from its last whole epoch to its
+        planned epochs. Raises RunStoreError (one line) when it cannot be
+        resumed; `dataset` is the run's own, loaded from its settings if None."""
+        store = store or RunStore()
+        config, point = resume_point(store, run)
+        trainer = cls(config, listener, store, dataset, speed)
+        trainer.resuming = point
+        return trainer
 
     def request_stop(self) -> None:
         """Stop training after the batch in flight; the run is then saved and
@@ -182,7 +284,8 @@ class Trainer:
         if self._stop.is_set():
             return self._ended("stopped", "stopped before training started", started, 0)
 
-        self.listener.on_stage(StageEvent("model", f"Building {cfg.model.architecture}"))
+        if not self.resuming:  # _reopen says what it opens
+            self.listener.on_stage(StageEvent("model", f"Building {cfg.model.architecture}"))
         keras = _keras()
         from engine import models
         from engine.distribute import placement, precision_policy
@@ -190,7 +293,7 @@ class Trainer:
         with placement(cfg.training.distribution) as where:
             keras.utils.set_random_seed(cfg.training.seed)
             with precision_policy(cfg.training.precision):
-                model = self._build(models, keras)
+                model = self._reopen(models, keras) if self.resuming else self._build(models, keras)
             self.model = model
             params = models.param_counts(model)
             if where.kind != "none":
@@ -202,7 +305,8 @@ class Trainer:
         ds = self.dataset
         keras = _keras()
         from engine.callbacks import (
-            BestCheckpoint, DivergenceGuard, EpochRecorder, HistoryWriter, LastCheckpoint, ProgressCallback,
+            BestCheckpoint, DivergenceGuard, EpochRecorder, EpochSeeds, HistoryWriter, LastCheckpoint,
+            ProgressCallback,
         )
         from engine.pipeline import batch_from_feed, training_stream
         from engine.train_step import StepGate, fused_batch_norm
@@ -213,10 +317,16 @@ class Trainer:
         t = cfg.training
         steps = t.steps_per_epoch or math.ceil(len(ds.y_train) / t.batch_size)
         has_val = len(ds.y_val) > 0
-        record = store.create_run(
-            cfg, params_total=params["total"], params_trainable=params["trainable"],
-            params_non_trainable=params["non_trainable"],
-        )
+        point = self.resuming
+        if point:
+            record = self._reopen_record(model, steps)
+            done = point.epochs_done
+        else:
+            record = store.create_run(
+                cfg, params_total=params["total"], params_trainable=params["trainable"],
+                params_non_trainable=params["non_trainable"],
+            )
+            done = 0
         self.run_id = record.run_id
         run_dir = store.run_dir(record.run_id)
         self.listener.on_run_started(RunStarted(
@@ -229,17 +339,27 @@ class Trainer:
         monitor = "val_accuracy" if has_val else "accuracy"
         gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
             and t.distribution == "none"
-        progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started, gated=gated)
-        recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started, progress)
+        elapsed_before = point.elapsed if point else 0.0
+        best_epoch, best_value = point.best(monitor) if point else (0, None)
+        # `started` as the run's clock: a resumed run's elapsed time goes on from its history's
+        progress = ProgressCallback(self, steps, t.epochs, t.batch_size, started - elapsed_before, gated=gated,
+                                    initial_epoch=done)
+        recorder = self.recorder = EpochRecorder(self, store, record.run_id, monitor, started - elapsed_before,
+                                                 progress, epochs_done=done, best_epoch=best_epoch,
+                                                 best_value=best_value)
         guard = DivergenceGuard(progress)
         callbacks = [
             progress,
+            EpochSeeds(t.seed),
             guard,  # before the callbacks that record an epoch: they skip one whose loss is not finite
-            HistoryWriter(store, record.run_id, progress),
+            HistoryWriter(store, record.run_id, progress, elapsed_before=elapsed_before),
             LastCheckpoint(store, record.run_id, ds.class_names, progress),
-            BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress),
+            BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress, best=best_value),
             recorder,
         ]
+        tensorboard = self._tensorboard(keras, store.tensorboard_dir(record.run_id), progress)
+        if tensorboard is not None:
+            callbacks.append(tensorboard)
         if t.early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping,
                                                            restore_best_weights=True, verbose=0))
@@ -251,7 +371,7 @@ class Trainer:
         if self.speed.stream_input:
             stream = training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed,
                                      gather_in_step=self.speed.gather_in_step and t.distribution == "none")
-            inputs, to_batch = {"x": stream.feed, "shuffle": False}, stream.to_batch
+            inputs, to_batch = {"x": _skip_batches(stream.feed, done * steps), "shuffle": False}, stream.to_batch
         else:
             inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
         if gated:
@@ -269,11 +389,12 @@ class Trainer:
                     validation_batch_size=t.batch_size,
                     callbacks=callbacks,
                     verbose=0,
+                    initial_epoch=done,
                 )
         finally:
             self._gate = None
             self._training_over = True
-        train_seconds = time.monotonic() - train_start
+        train_seconds = time.monotonic() - train_start + (max(point.train_seconds, elapsed_before) if point else 0.0)
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
         if guard.reason:
@@ -286,6 +407,8 @@ class Trainer:
         reason = "stopped by the user" if stopped else "completed"
         if not stopped and epochs_done < t.epochs:
             reason = f"early stopping after epoch {epochs_done}"
+        if point:
+            reason += f" (resumed after epoch {done})"
         test_metrics: dict[str, float] = {}
         split, x_eval, y_eval = evaluation_split(ds)
         if len(y_eval):
@@ -322,6 +445,70 @@ class Trainer:
         t = cfg.training
         model = models.build_model(cfg.model, ds.image_shape, ds.num_classes, augmentation=t.augmentation,
                                    seed=t.seed)
+        self._compile(models, keras, model)
+        return model
+
+    def _reopen(self, models, keras):
+        """The model of the run being resumed: last.keras opened in Keras'
+        safe mode (engine.inference's loader), compiled as the run was, and
+        its optimizer's variables loaded from the same file. No pretrained
+        weights are fetched again: the file has the architecture and weights."""
+        from engine.inference import load_model_safely
+
+        point = self.resuming
+        path = self.store.model_path(point.run_id, "last")
+        self.listener.on_stage(StageEvent("model", f"Opening {path.name} of {point.label}"))
+        try:
+            model = load_model_safely(path)
+        except ModelError as exc:
+            raise ModelError(f"{point.label} cannot be resumed: {exc}") from None
+        self._compile(models, keras, model)
+        model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(path)  # the weights again, and the optimizer's state, which load_model_safely skips
+        except Exception as exc:  # Keras raises many kinds for a file that does not fit the model
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelError(f"{point.label} cannot be resumed: the optimizer state in {path.name} cannot be "
+                             f"loaded ({first_line})") from None
+        return model
+
+    def _reopen_record(self, model, steps: int):
+        """The resumed run's row back to "running" with this process; the
+        history reconciled with last.keras and what the log says."""
+        keras = _keras()
+        point = self.resuming
+        iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        done = point.epochs_done
+        if done and iterations == (done - 1) * steps:
+            # Killed after history.csv got the epoch's row but before last.keras was replaced:
+            # the model is one epoch behind its history, so that row goes.
+            self.store.truncate_history(point.run_id, done - 1)
+            self.listener.on_log(f"epoch {done} is in history.csv but not in last.keras; it is trained again")
+            point.epochs_done = done = done - 1
+        record = self.store.reopen_run(point.run_id)
+        line = (f"Resuming {point.label} after epoch {done} of {self.config.training.epochs} "
+                f"(optimizer step {iterations})")
+        if self.config.training.early_stopping:
+            line += "; early stopping's patience counts again from here"
+        self.listener.on_log(line)
+        return record
+
+    def _tensorboard(self, keras, folder, progress):
+        """Keras' TensorBoard writer for the run, or None (with a log line)
+        where it cannot write: it writes with TensorFlow's summary ops, which
+        on JAX or PyTorch would import TensorFlow beside them. The
+        tensorboard package is not needed to write (TensorBoardLogs.summary)."""
+        from engine.callbacks import TensorBoardLogs
+
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            self.listener.on_log(f"No TensorBoard logs for this run: they need the TensorFlow backend, not {backend}")
+            return None
+        return TensorBoardLogs(folder, progress)
+
+    def _compile(self, models, keras, model) -> None:
+        ds = self.dataset
+        t = self.config.training
         # Label smoothing needs one-hot targets (Keras' sparse loss has no
         # label_smoothing); the labels are one-hot encoded in _targets().
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
@@ -339,7 +526,6 @@ class Trainer:
             steps_per_execution=steps_per_call(steps, requested),
             jit_compile=self.speed.jit_compile,
         )
-        return model
 
     def _validation_data(self, keras):
         """The images validated after each epoch: the whole validation split,

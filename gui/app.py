@@ -6,14 +6,15 @@ them once the window is up (gui/concurrent.py).
 
 With CIFAR_STUDIO_STARTUP_PROBE=1 the app prints one JSON line when the
 window is first exposed (the wall-clock time, and whether Keras or
-TensorFlow had been imported when it was shown) and quits; benchmarks/startup.py
-uses it to time the start-up.
+TensorFlow had been imported when it was shown) and quits (with "stay", it
+stays open); benchmarks/startup.py uses it to time the start-up.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ STARTUP_PROBE = "CIFAR_STUDIO_STARTUP_PROBE"
 # waits up to this interval: at Python's default 5 ms one plot update took
 # ~200 ms, at 1 ms ~40 ms (benchmarks/gui_stall.py measures the whole effect).
 SWITCH_INTERVAL = 0.001
+SIGNAL_CHECK_MS = 250  # how often Python gets to see a Ctrl-C while the event loop waits
 
 
 def configure_plots() -> None:
@@ -68,8 +70,20 @@ def run_gui(argv: list[str]) -> int:
     window = MainWindow(Settings())
     if os.environ.get(STARTUP_PROBE):
         _probe_startup(app, window)
+    _close_on_ctrl_c(window)
     window.show()
     return app.exec()
+
+
+def _close_on_ctrl_c(window: MainWindow) -> None:
+    """Ctrl-C in the terminal that started the window closes it as the close
+    button does (a run in progress asks first). Python runs a signal handler
+    only between bytecodes, never while Qt's event loop waits in C++, so a
+    timer hands control to Python a few times a second."""
+    signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.close))
+    window.signal_timer = QTimer(window)
+    window.signal_timer.timeout.connect(lambda: None)
+    window.signal_timer.start(SIGNAL_CHECK_MS)
 
 
 def _probe_startup(app: QApplication, window: MainWindow) -> None:
@@ -86,7 +100,8 @@ def _probe_startup(app: QApplication, window: MainWindow) -> None:
             QTimer.singleShot(1, on_exposed)
             return
         print(json.dumps({"shown_at": time.time(), **state}), flush=True)
-        window.close()
-        app.quit()
+        if os.environ.get(STARTUP_PROBE) != "stay":
+            window.close()
+            app.quit()
 
     window.shown.connect(on_shown)

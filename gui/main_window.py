@@ -4,22 +4,27 @@ Owns the task runner and the training session and ties the views together:
 it gathers the panels' settings into one RunConfig, validates it (with the
 loaded dataset's split sizes when there is one), marks the fields that are
 wrong and says why Train is disabled; it starts and stops runs when the
-Train tab asks, remembers the settings and the layout, and on close stops a
-run cleanly before letting the threads go.
+Train tab asks (one run, or a queue of them trained one after the other),
+loads a past run's settings back into the panels, remembers the settings
+and the layout, and on close stops a run cleanly before letting the threads go.
 """
 
 from __future__ import annotations
 
 import gc
+import shlex
+from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QTabWidget, QWidget,
+    QDockWidget, QInputDialog, QLabel, QMainWindow, QMessageBox, QScrollArea, QTabWidget, QWidget,
 )
 
 import engine
 from engine.config import RunConfig, apply_preset, preset_matches, validate
+from engine.errors import EngineError
+from engine.groups import GROUPS
 from engine.registry import ARCHITECTURES
 from gui.concurrent import TaskRunner, TaskState
 from gui.panels.dataset import DatasetPanel
@@ -27,6 +32,7 @@ from gui.panels.hyperparameters import CUSTOM, HyperparameterPanel
 from gui.panels.model import ModelPanel
 from gui.settings import Settings
 from gui.tabs.classify import ClassifyTab
+from gui.tabs.compare import CompareTab
 from gui.tabs.results import ResultsTab
 from gui.tabs.train import TrainTab
 from gui.training import TrainingSession
@@ -38,20 +44,32 @@ KNOWN_SHAPES = {  # image shape and classes of the sources that always give the 
     "cifar100": ((32, 32, 3), 100),
     "fashion_mnist": ((28, 28, 1), 10),
 }
-# What the tabs not built yet will show, and what to use until then.
-LATER = {
-    "Compare": "<p><b>Comparing runs side by side is not in the window yet.</b></p>"
-               "<p>Until it is, <code>python main.py runs</code> lists every run with its settings' preset, "
-               "epochs, test accuracy and training time, and <code>python main.py show RUN</code> prints "
-               "one run's settings and history to set beside another's.</p>",
-}
+
+
+@dataclass
+class RunQueue:
+    """A group of runs the window trains one after the other: `index` is the one training now."""
+
+    name: str
+    configs: list[RunConfig]
+    index: int = 0
+
+    @property
+    def not_started(self) -> int:
+        return len(self.configs) - self.index - 1
+
+    def describe(self) -> str:
+        config = self.configs[self.index]
+        return (f"Queue '{self.name}': run {self.index + 1} of {len(self.configs)} "
+                f"({_run_label(config)})")
 
 
 class MainWindow(QMainWindow):
     """The application window.
 
-    `confirm_stop_on_close` answers "stop the run and close?" without a
-    dialog when it is True or False (tests); None asks the user.
+    `confirm_stop_on_close` answers "stop the run and close?" and
+    `confirm_queue` "train these runs?" without a dialog when True or False
+    (tests); None asks the user.
     """
 
     shown = Signal()
@@ -60,6 +78,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings or Settings()
         self.confirm_stop_on_close: bool | None = None
+        self.confirm_queue: bool | None = None
+        self.queue: RunQueue | None = None
         self.backend: dict = {}
         self._close_when_stopped = False
         self._shown_once = False
@@ -74,18 +94,12 @@ class MainWindow(QMainWindow):
         self.hyperparameter_panel = HyperparameterPanel()
         self.train_tab = TrainTab(self.training)
         self.results_tab = ResultsTab(self.runner)
+        self.compare_tab = CompareTab(self.runner)
         self.classify_tab = ClassifyTab(self.runner)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.train_tab, "Train")
         self.tabs.addTab(self.results_tab, "Results")
-        for name, text in LATER.items():
-            label = QLabel(text)
-            label.setAlignment(Qt.AlignCenter)
-            label.setWordWrap(True)
-            label.setTextFormat(Qt.RichText)
-            label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-            label.setObjectName("later")
-            self.tabs.addTab(label, name)
+        self.tabs.addTab(self.compare_tab, "Compare")
         self.tabs.addTab(self.classify_tab, "Classify")
         self.setCentralWidget(self.tabs)
         self.docks = [
@@ -106,6 +120,11 @@ class MainWindow(QMainWindow):
         self.train_tab.stop_requested.connect(self.stop)
         self.training.run_ended.connect(self._on_run_ended)
         self.results_tab.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.compare_tab.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.compare_tab.open_requested.connect(self.open_in_results)
+        self.compare_tab.train_again_requested.connect(self.load_run_settings)
+        self.compare_tab.resume_requested.connect(self.resume)
+        self.compare_tab.queue_requested.connect(self.choose_queue)
         self.classify_tab.status_changed.connect(lambda text: self.statusBar().showMessage(text, 10000))
 
         self._restore()
@@ -135,6 +154,15 @@ class MainWindow(QMainWindow):
         self.train_action = self._action(run_menu, "&Train", "Ctrl+R", self.train)
         self.stop_action = self._action(run_menu, "&Stop", "Ctrl+.", self.stop)
         self.stop_action.setEnabled(False)
+        # One action per group of engine.groups, so the menu and `main.py queue` offer the same groups.
+        self.queue_menu = run_menu.addMenu("&Queue")
+        self.queue_actions: dict[str, QAction] = {}
+        for group, runs in GROUPS.items():
+            action = self.queue_menu.addAction(f"{group} ({len(runs)} runs)…",
+                                               lambda group=group: self.queue_group(group))
+            self.queue_actions[group] = action
+        if not GROUPS:
+            self.queue_menu.addAction("(no groups of runs defined)").setEnabled(False)
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = self._action(help_menu, "&About", "F1", self._on_about)
 
@@ -267,6 +295,12 @@ class MainWindow(QMainWindow):
         return True
 
     def stop(self) -> None:
+        """Stop the run training; a queue's runs not started yet are cancelled."""
+        if self.queue is not None:
+            text = f"Queue cancelled: {self.queue.not_started} runs not started."
+            self.queue = None
+            self.train_tab.add_log(text)
+            self.statusBar().showMessage(text, 10000)
         if self.training.is_training:
             self.train_tab.stopping()
             self.training.stop()
@@ -275,11 +309,139 @@ class MainWindow(QMainWindow):
         self._on_settings_changed()
         self.statusBar().showMessage(self.train_tab.summary_text(), 10000)
         if self._close_when_stopped:
+            self.queue = None
             self.close()
             return
+        self.compare_tab.refresh()
         if event.run_id:  # the run just trained opens in Results (its curves stay on the Train tab)
             self.results_tab.open_run(event.run_id)
             self.classify_tab.refresh_runs()
+        if self.queue is not None:
+            self.queue.index += 1
+            if self.queue.index < len(self.queue.configs):
+                self._train_queued()
+            else:
+                text = f"Queue '{self.queue.name}' done: {len(self.queue.configs)} runs trained."
+                self.queue = None
+                self.train_tab.add_log(text)
+                self.statusBar().showMessage(text, 10000)
+
+    # --- queues of runs -----------------------------------------------------
+
+    def choose_queue(self) -> bool:
+        """The Compare tab's Queue… button: choose a group of engine.groups, then queue it."""
+        if not GROUPS:
+            self.statusBar().showMessage("No groups of runs are defined (engine/groups.py's GROUPS is empty).",
+                                         10000)
+            return False
+        group, ok = QInputDialog.getItem(self, "Queue a group of runs", "Group:",
+                                         list(GROUPS), 0, False)
+        return bool(ok) and self.queue_group(group)
+
+    def queue_group(self, group: str, overrides: list[str] | None = None) -> bool:
+        """Train a group of runs one after the other, on the panels' dataset and
+        machine settings with `overrides` ("key=value") applied to every run;
+        without overrides given, ask for them. False when nothing was started."""
+        from engine.groups import group_configs
+
+        if self.training.is_training:
+            self.statusBar().showMessage("A run is training: let it end or stop it, then queue the group.", 10000)
+            return False
+        if overrides is None:
+            text, ok = QInputDialog.getText(
+                self, f"Queue '{group}'",
+                "Settings to change in every run, as key=value separated by spaces (empty for none),\n"
+                "for example: model.input_size=64 dataset.train_subset=2000")
+            if not ok:
+                return False
+            try:
+                overrides = shlex.split(text)
+            except ValueError as exc:
+                self._warn(f"Queue '{group}'", f"Cannot read the settings to change ({exc}): close the quotes.")
+                return False
+        base, _ = self.run_config()
+        try:
+            configs = group_configs(group, base=base, overrides=overrides)
+        except EngineError as exc:
+            self._warn(f"Queue '{group}'", f"Cannot queue '{group}': {exc}")
+            return False
+        if not self._confirm_queue(group, configs):
+            return False
+        return self.start_queue(group, configs)
+
+    def start_queue(self, name: str, configs: list[RunConfig]) -> bool:
+        """Train these configs one after the other (each saved as it ends); Stop cancels the rest."""
+        if self.training.is_training or not configs:
+            return False
+        self.queue = RunQueue(name, list(configs))
+        self._train_queued()
+        return True
+
+    def _train_queued(self) -> None:
+        queue = self.queue
+        config = queue.configs[queue.index]
+        self.train_tab.start(queue.describe() + ".")
+        self.tabs.setCurrentWidget(self.train_tab)
+        self.training.train(config, self.dataset_panel.dataset_for(config.dataset))
+        self._on_settings_changed()
+
+    def _confirm_queue(self, group: str, configs: list[RunConfig]) -> bool:
+        if self.confirm_queue is not None:
+            return self.confirm_queue
+        lines = "\n".join(f"{i}. {_run_label(c)}: {c.training.epochs} epochs, batch {c.training.batch_size}, "
+                          f"{c.training.optimizer}" for i, c in enumerate(configs, start=1))
+        answer = QMessageBox.question(
+            self, f"Queue '{group}'?",
+            f"Train these {len(configs)} runs one after the other on the panels' dataset? Each is saved as it "
+            f"ends; Stop stops the current one and cancels the rest.\n\n{lines}",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        return answer == QMessageBox.Yes
+
+    def _warn(self, title: str, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
+        if self.confirm_queue is None:  # tests answer for the user and read the status bar
+            QMessageBox.warning(self, title, text)
+
+    # --- past runs ----------------------------------------------------------
+
+    def open_in_results(self, run_id: str) -> None:
+        self.results_tab.open_run(run_id)
+        self.tabs.setCurrentWidget(self.results_tab)
+
+    def load_run_settings(self, run_id: str) -> bool:
+        """Train again: a run's settings into the panels, to change one thing and train."""
+        from engine.runs import RunStore
+
+        try:
+            store = RunStore()
+            record = store.get(run_id)
+            config = store.config(record.run_id)
+        except EngineError as exc:
+            self.statusBar().showMessage(f"Cannot load the settings of run {run_id}: {exc}", 10000)
+            return False
+        for panel in (self.dataset_panel, self.model_panel, self.hyperparameter_panel):
+            panel.set_config(config)
+        self._on_settings_changed()
+        self.tabs.setCurrentWidget(self.train_tab)
+        self.train_tab.add_log(f"Settings of run {record.name} ({record.run_id}) loaded: change one thing and train.")
+        return True
+
+    def resume(self, run_id: str) -> bool:
+        """Go on training a stopped or interrupted run, where the session can."""
+        if self.training.is_training:
+            self.statusBar().showMessage("A run is training: let it end or stop it, then resume the other.", 10000)
+            return False
+        if not hasattr(self.training, "resume"):
+            self.statusBar().showMessage(f"Resuming is not in the window yet: run python main.py resume {run_id}.",
+                                         10000)
+            return False
+        if not self.training.resume(run_id):
+            self.statusBar().showMessage(f"Cannot resume run {run_id}.", 10000)
+            return False
+        self.train_tab.start(f"Resuming run {run_id}.")
+        self.tabs.setCurrentWidget(self.train_tab)
+        self._on_settings_changed()
+        return True
 
     # --- menus --------------------------------------------------------------
 
@@ -353,6 +515,13 @@ class MainWindow(QMainWindow):
             QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
         )
         return answer == QMessageBox.Yes
+
+
+def _run_label(config: RunConfig) -> str:
+    """A queued run in words: "ResNet50, Paper Table 1"."""
+    architecture = ARCHITECTURES.get(config.model.architecture)
+    label = architecture.label if architecture is not None else config.model.architecture
+    return f"{label}, {config.preset or 'no preset'}"
 
 
 def _backend_info(state: TaskState) -> dict:

@@ -4,7 +4,8 @@ The Trainer runs on the runner's training lane and reports through an engine
 Listener; this one hands every event over as a partial result, which the
 runner delivers on the GUI thread, and `TrainingSession` re-emits it as the
 signal of its kind. The CLI runs the same Trainer with a console listener.
-Keras and engine.training are imported on the training lane only.
+Keras and engine.training are imported on the training lane only. A stopped
+or interrupted run is resumed the same way (`TrainingSession.resume`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from PySide6.QtCore import QObject, Signal
 
 from engine.config import RunConfig
+from engine.errors import EngineError
 from engine.events import EpochEnded, Listener, Progress, RunEnded, RunStarted, StageEvent
 from gui.concurrent import TRAINING, Task, TaskRunner, TaskState
 
@@ -58,6 +60,17 @@ def _train(state: TaskState, config: RunConfig, dataset) -> RunEnded:
     return trainer.run()
 
 
+def _resume(state: TaskState, run_id: str) -> RunEnded:
+    from engine.training import Trainer
+
+    try:
+        trainer = Trainer.resume(run_id, listener=_PartialResults(state))
+    except EngineError as exc:  # it cannot be resumed (finished, still training, no last.keras...): left as it was
+        return RunEnded(run_id="", status="failed", reason=str(exc), elapsed=0.0)
+    state.on_stop(lambda requests: trainer.request_stop())  # as in _train
+    return trainer.run()
+
+
 class TrainingSession(QObject):
     """One run at a time; its events as signals, on the GUI thread."""
 
@@ -66,7 +79,7 @@ class TrainingSession(QObject):
     progress = Signal(object)  # Progress
     epoch_ended = Signal(object)  # EpochEnded
     log = Signal(str)
-    run_ended = Signal(object)  # RunEnded, exactly once per train()
+    run_ended = Signal(object)  # RunEnded, exactly once per train() or resume()
 
     def __init__(self, runner: TaskRunner, parent: QObject | None = None):
         super().__init__(parent)
@@ -82,13 +95,29 @@ class TrainingSession(QObject):
         """Start a run; False if one is already running."""
         if self._task is not None:
             return False
+        self._start(_train, copy.deepcopy(config), dataset)
+        return True
+
+    def resume(self, run_id: str) -> bool:
+        """Continue a stopped or interrupted run of the store from its last
+        whole epoch, with the same signals as train() (run_started names the
+        same run; epoch_ended comes for the new epochs only: the earlier ones
+        are in the store's history). False if a run is already going. A run
+        that cannot be resumed ends at once: run_ended with status "failed",
+        the one-line reason and an empty run_id (nothing was trained; the run
+        is as it was)."""
+        if self._task is not None:
+            return False
+        self._start(_resume, run_id)
+        return True
+
+    def _start(self, function, *args) -> None:
         self._started = time.monotonic()
         self._task = self.runner.start(
-            _train, copy.deepcopy(config), dataset, lane=TRAINING,
+            function, *args, lane=TRAINING,
             on_partial=self._on_partial, on_done=self._on_done, on_error=self._on_error,
             on_cancelled=self._on_cancelled,
         )
-        return True
 
     def stop(self, evaluate: bool = True) -> None:
         """Ask the run to stop; it ends within one batch and is saved as

@@ -12,6 +12,9 @@ from engine.events import StageEvent
 
 # Seconds between two progress events: a few a second, never per image.
 PROGRESS_INTERVAL = 0.25
+# What makes a dataset odd enough to warn about before a user trains on it.
+MANY_CLASSES = 50  # more classes than this: a folder of folders that are not classes?
+FEW_IMAGES = 10  # a class with fewer training images than this can hardly be learned or measured
 
 
 @dataclass
@@ -48,6 +51,25 @@ class Dataset:
         if labels is None:
             raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'")
         return np.bincount(labels, minlength=self.num_classes)
+
+    def warnings(self) -> list[str]:
+        """What is odd about this dataset, one sentence each: very many
+        classes, classes with a handful of training images, no test split."""
+        found = []
+        if self.num_classes > MANY_CLASSES:
+            found.append(f"{self.num_classes} classes: check that each subfolder really is a class")
+        counts = self.class_counts("train")
+        few = [str(self.class_names[i]) for i in np.flatnonzero(counts < FEW_IMAGES)]
+        if few:
+            shown = ", ".join(few[:5]) + (f" and {len(few) - 5} more" if len(few) > 5 else "")
+            found.append(f"{len(few)} class(es) have fewer than {FEW_IMAGES} training images ({shown}): "
+                         "their scores will be noise")
+        if not len(self.y_test):
+            found.append("no test split: runs are evaluated on the validation split instead (add a test/ "
+                         "folder beside train/ for a held-out score)")
+        if not len(self.y_val):
+            found.append("no validation split: the best epoch cannot be chosen (set a validation split)")
+        return found
 
 
 @dataclass

@@ -52,6 +52,7 @@ class DatasetPanel(QWidget):
         self.dataset = None
         self.loaded_config: DatasetConfig | None = None
         self._loading = False
+        self._load_task = None
         self._rng = np.random.default_rng()
 
         d = "dataset."
@@ -79,6 +80,11 @@ class DatasetPanel(QWidget):
         self.status = QLabel("Not loaded yet.")
         self.status.setObjectName("status")
         self.status.setWordWrap(True)
+        self.warning = QLabel()  # what is odd about the loaded dataset
+        self.warning.setObjectName("warning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #a05a00;")
+        self.warning.hide()
         self.sizes = QLabel()
         self.sizes.setWordWrap(True)
         self.sizes.setTextFormat(Qt.RichText)
@@ -156,6 +162,7 @@ class DatasetPanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(load_row)
         layout.addWidget(self.status)
+        layout.addWidget(self.warning)
         layout.addWidget(self.data_view)
         layout.addStretch(1)
 
@@ -191,14 +198,20 @@ class DatasetPanel(QWidget):
             self._show_status(next(iter(problems.values())), error=True)
             return False
         self._loading = True
-        self.load_button.setEnabled(False)
+        self._update_enabled()
         self.progress.setRange(0, 0)
         self.progress.show()
         self._show_status("Loading…")
-        self.runner.start(_load_dataset, copy.deepcopy(config.dataset), key="dataset",
-                          on_partial=self._on_dataset_stage, on_done=self._on_dataset_loaded,
-                          on_error=self._on_dataset_failed)
+        self._load_task = self.runner.start(
+            _load_dataset, copy.deepcopy(config.dataset), key="dataset", on_partial=self._on_dataset_stage,
+            on_done=self._on_dataset_loaded, on_error=self._on_dataset_failed, on_cancelled=self._on_load_cancelled)
         return True
+
+    def cancel_loading(self) -> None:
+        """Stop the load in progress; the dataset loaded before (if any) stays."""
+        if self._loading and self._load_task is not None:
+            self._load_task.cancel()
+            self._show_status("Cancelling…")
 
     def open_dataset(self) -> None:
         """Ask for a folder (an image folder or an extracted CIFAR-10 archive) and load it."""
@@ -211,7 +224,15 @@ class DatasetPanel(QWidget):
         self.load()
 
     def _on_load_clicked(self) -> None:
-        self.load()
+        if self._loading:
+            self.cancel_loading()
+        else:
+            self.load()
+
+    def _on_load_cancelled(self) -> None:
+        self._finish_loading()
+        self._show_status("Loading was cancelled." if self.dataset is None else
+                          "Loading was cancelled; the dataset loaded before is still the one shown.")
 
     def _on_dataset_stage(self, event) -> None:
         if event.fraction is None:
@@ -223,12 +244,13 @@ class DatasetPanel(QWidget):
 
     def _on_dataset_loaded(self, result) -> None:
         dataset, config = result
-        self._loading = False
+        self._finish_loading()
         self.dataset = dataset
         self.loaded_config = config
-        self.progress.hide()
-        self._update_enabled()
         self._show_status(getattr(dataset, "description", "") or "Loaded.")
+        warnings = dataset.warnings()
+        self.warning.setText("\n".join(f"⚠ {text}" for text in warnings))
+        self.warning.setVisible(bool(warnings))
         splits = (("train", dataset.y_train), ("validation", dataset.y_val), ("test", dataset.y_test))
         self.sizes.setText(
             " · ".join(f"<span style='color:{SPLIT_COLORS[name]}'>■</span> {len(labels):,} {name}"
@@ -242,10 +264,11 @@ class DatasetPanel(QWidget):
 
     def _on_dataset_failed(self, exc: BaseException) -> None:
         # An unreadable file can raise anything; say so plainly.
+        if self._load_task is not None and self._load_task.state.should_stop():  # the loader's way to stop
+            self._on_load_cancelled()
+            return
         message = str(exc) if isinstance(exc, EngineError) else f"Could not load the dataset: {exc}"
-        self._loading = False
-        self.progress.hide()
-        self._update_enabled()
+        self._finish_loading()
         self._show_status(message, error=True)
         self.failed.emit(message)
 
@@ -295,12 +318,19 @@ class DatasetPanel(QWidget):
                 self._show_status(getattr(self.dataset, "description", "") or "Loaded.")
         self.changed.emit()
 
+    def _finish_loading(self) -> None:
+        self._loading = False
+        self.progress.hide()
+        self._update_enabled()
+
     def _update_enabled(self) -> None:
         on_disk = self.source.value() in ON_DISK
         self.path.setEnabled(on_disk)
         self.browse_button.setEnabled(on_disk)
         self.image_size.setEnabled(self.source.value() == "folder")
-        self.load_button.setEnabled(not self._loading)
+        self.load_button.setText("Cancel" if self._loading else "Load")
+        self.load_button.setToolTip("Stop loading." if self._loading else
+                                    "Load the dataset now to see it (Train loads it anyway).")
 
     def _show_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)

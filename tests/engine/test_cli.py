@@ -359,3 +359,23 @@ def test_output_paths_are_refused_before_the_model_is_loaded(store, tmp_path, ca
             assert err.count("\n") == 1 and "not a Keras model file" not in err and not out
     finally:
         locked.chmod(0o700)
+
+
+def test_ctrl_c_while_the_data_loads_stops_that_run_and_reports_no_other(store, image_folder, capsys, monkeypatch):
+    from cli import commands
+
+    run(capsys, "train", "--data", str(image_folder), "--set", "epochs=1", "--set", "steps_per_epoch=auto",
+        "--set", "validation_steps=all", "--name", "earlier")
+
+    class CtrlCWhileLoading(commands.ConsoleListener):
+        def on_stage(self, event):
+            super().on_stage(event)
+            if event.stage == "data":
+                os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the CLI's own handler
+
+    monkeypatch.setattr(commands, "ConsoleListener", CtrlCWhileLoading)
+    code, out, err = run(capsys, "train", "--data", str(image_folder), "--set", "epochs=1",
+                         "--set", "steps_per_epoch=auto", "--name", "interrupted")
+    assert code == 130, err
+    assert "stopped before training started: no run was made" in err and "earlier" not in out + err
+    assert [r.name for r in RunStore(store).list_runs()] == ["earlier"]

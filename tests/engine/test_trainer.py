@@ -83,7 +83,7 @@ def test_training_learns_and_saves_everything(tmp_path):
     folder = store.run_dir(result.run_id)
     assert sorted(p.name for p in folder.iterdir()) == sorted([
         "config.json", "run.json", "history.csv", "metrics.json", "predictions.npz", "best.h5", "last.keras",
-        "model.h5", "model.keras"])
+        "model.h5", "model.keras", "tensorboard"])
     assert store.metrics(result.run_id)["split"] == "test"
     assert store.predictions(result.run_id)["confusion"].sum() == 40
     assert None not in listener.saved and len(set(listener.saved)) == 3  # last.keras rewritten after each epoch

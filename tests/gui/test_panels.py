@@ -3,12 +3,16 @@ counts, and settings that survive a new window."""
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
+from PIL import Image
 from PySide6.QtCore import QByteArray, QSettings
 
 from engine.config import preset
 from gui.panels.hyperparameters import CUSTOM
 from gui.settings import Settings
-from gui_helpers import CLASS_NAMES, use_tiny_run
+from gui_helpers import CLASS_NAMES, quadrant_image, use_tiny_run
 
 LOAD_TIMEOUT_MS = 60_000
 
@@ -222,9 +226,7 @@ def test_menus_have_shortcuts_and_open_model_shows_classify(window, monkeypatch)
     window.open_model_action.trigger()
     assert window.tabs.currentWidget() is window.classify_tab
     assert len(asked) == 1  # the file dialog, cancelled here
-    compare = window.tabs.widget(2)
-    assert window.tabs.tabText(2) == "Compare"
-    assert "main.py runs" in compare.text() and "issue" not in compare.text()
+    assert window.tabs.tabText(2) == "Compare" and window.tabs.widget(2) is window.compare_tab
 
 
 def test_parameter_counts_follow_the_datasets_classes(window, qtbot):
@@ -234,3 +236,33 @@ def test_parameter_counts_follow_the_datasets_classes(window, qtbot):
     total = 123_210 - 650 + 6_500
     qtbot.waitUntil(lambda: window.model_panel.params_label.text().startswith(f"{total:,} total"),
                     timeout=LOAD_TIMEOUT_MS)
+
+
+def test_an_odd_folder_loads_with_a_visible_warning(window, tmp_path, qtbot):
+    rng = np.random.default_rng(0)
+    for name, count in (("many", 30), ("few", 3)):  # no test/ folder, and a class of 3 images
+        (tmp_path / "odd" / name).mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(quadrant_image(index % 4, rng)).save(tmp_path / "odd" / name / f"{index}.png")
+    panel = window.dataset_panel
+    panel.source.set_value("folder")
+    panel.path.setText(str(tmp_path / "odd"))
+    with qtbot.waitSignal(panel.loaded, timeout=LOAD_TIMEOUT_MS):
+        panel.load_button.click()
+    assert not panel.warning.isHidden()
+    text = panel.warning.text()
+    assert "fewer than 10 training images (few)" in text and "no test split" in text
+
+
+def test_loading_can_be_cancelled(window, image_folder, qtbot):
+    use_tiny_run(window, image_folder)
+    panel = window.dataset_panel
+    release = threading.Event()
+    window.runner.start(lambda state: release.wait(30))  # holds the lane, so the load waits its turn
+    panel.load_button.click()
+    assert panel.load_button.text() == "Cancel"
+    panel.load_button.click()
+    release.set()
+    qtbot.waitUntil(lambda: panel.load_button.text() == "Load", timeout=LOAD_TIMEOUT_MS)
+    assert "cancelled" in panel.status.text() and panel.status.property("error") is not True
+    assert panel.dataset is None and panel.data_view.isHidden()
