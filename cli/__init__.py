@@ -123,5 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     rename.set_defaults(handler=commands.cmd_rename)
     delete = sub.add_parser("delete", help="delete a run and its files")
     delete.add_argument("run")
+    delete.add_argument("--force", action="store_true",
+                        help="delete a run that is marked running even though its process seems alive (hung, "
+                             "or on another host)")
     delete.set_defaults(handler=commands.cmd_delete)
     return parser

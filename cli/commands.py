@@ -93,6 +93,11 @@ def cmd_train(args) -> int:
     store = open_store()
     listener = ConsoleListener()
     trainer = Trainer(config, listener=listener, store=store)
+    return train_and_report(trainer, store)
+
+
+def train_and_report(trainer, store, failed_note: str = "what was saved is kept") -> int:
+    """Run a Trainer with the CLI's Ctrl-C handling and print how the run ended (`train` and `resume`)."""
     previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, _Interrupts(trainer, previous))
     try:
@@ -101,7 +106,7 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous)
     if result.status == "failed":
         if result.run_id:
-            print(f"run {result.run_id} failed; what was saved is kept", file=sys.stderr)
+            print(f"run {result.run_id} failed; {failed_note}", file=sys.stderr)
         raise EngineError(result.reason)
     if not result.run_id:  # Ctrl-C while the data was loading: no run was made, none is reported
         print(f"{result.status} before training started: no run was made", file=sys.stderr)
@@ -212,9 +217,12 @@ def cmd_predict(args) -> int:
 
 def cmd_runs(args) -> int:
     store = open_store()
+    seen = len(store.notices)
     if args.rebuild:
         print(store.rebuild())
+        seen = len(store.notices)
     records = store.list_runs()
+    seen = print_new_notices(store, seen)
     if not records:
         print(f"no runs yet in {store.root}")
         return 0
@@ -223,31 +231,60 @@ def cmd_runs(args) -> int:
     print("-" * len(header))
     for r in records:
         accuracy = f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "-"
-        print(f"{r.run_id:<23} {printable(r.name)[:28]:<28} {r.model:<11} {r.status:<11} "
-              f"{f'{r.epochs_done}/{r.epochs}':>7} {accuracy:>9} {format_seconds(r.train_seconds):>8}")
+        print(f"{r.run_id:<23} {printable(r.name)[:28]:<28} {printable(r.model)[:11]:<11} "
+              f"{printable(r.status)[:11]:<11} {f'{r.epochs_done}/{r.epochs}':>7} {accuracy:>9} "
+              f"{format_seconds(r.train_seconds):>8}")
     return 0
 
 
+def print_new_notices(store, seen: int) -> int:
+    """The store's notices from the `seen`th on, on stderr; how many it has now."""
+    for notice in store.notices[seen:]:
+        print(f"note: {printable(notice)}", file=sys.stderr)
+    return len(store.notices)
+
+
 def cmd_show(args) -> int:
+    """A run as far as its files can be read: a damaged file gets one line
+    saying which and what to do, and the rest is still shown."""
     store = open_store()
+    seen = len(store.notices)
     record = store.get(args.run)
     print(f"run {record.run_id}: {printable(record.name)}")
     print(f"status {record.status} ({printable(record.reason)}); {record.epochs_done}/{record.epochs} epochs; "
           f"{record.params_total:,} parameters ({record.params_trainable:,} trainable)")
     print(f"folder {printable(store.run_dir(record.run_id))}")
+    try:
+        settings = store.config(record.run_id).to_json()
+    except EngineError as exc:
+        settings = f"(config.json of this run cannot be read: {printable(exc)})"
     print("settings:")
-    print(store.config(record.run_id).to_json())
-    history = store.history(record.run_id)
-    if history:
-        keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+    print(settings)
+    history, problem = store.read_history(record.run_id)
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+    if keys and history.get("epoch"):
         print("epoch " + " ".join(f"{k:>12}" for k in keys))
-        for i in range(len(history[keys[0]])):
-            print(f"{i + 1:>5} " + " ".join(f"{history[k][i]:>12.4f}" for k in keys))
-    metrics = store.metrics(record.run_id)
+        for i, epoch in enumerate(history["epoch"]):
+            print(f"{int(epoch) + 1:>5} " + " ".join(f"{history[k][i]:>12.4f}" for k in keys))
+    if problem:
+        print(f"damaged: {printable(problem)}")
+    metrics, problem = store.read_metrics(record.run_id)
     if metrics:
-        print(f"{metrics['split']} split, {metrics['images']} images:")
-        print(format_metrics(metrics))
-    predictions = store.predictions(record.run_id)
+        try:
+            text = f"{metrics['split']} split, {metrics['images']} images:\n{format_metrics(metrics)}"
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            path = store.run_dir(record.run_id) / "metrics.json"
+            what = f"it has no '{printable(exc.args[0])}'" if isinstance(exc, KeyError) else printable(exc)[:80]
+            problem = f"{path} is damaged ({what}); evaluating the run again rewrites it"
+        else:
+            print(text)
+    if problem:
+        print(f"damaged: {printable(problem)}")
+    try:
+        predictions = store.predictions(record.run_id)
+    except EngineError as exc:
+        predictions = {}
+        print(f"damaged: {printable(exc)}; evaluating the run again rewrites it")
     if "confusion" in predictions:
         from engine.evaluation import most_confused
 
@@ -261,6 +298,7 @@ def cmd_show(args) -> int:
             print("most confused (true -> predicted: images):")
             for true_name, predicted_name, count in pairs:
                 print(f"  {true_name} -> {predicted_name}: {count:,}")
+    print_new_notices(store, seen)
     return 0
 
 
@@ -371,7 +409,13 @@ def cmd_rename(args) -> int:
 
 def cmd_delete(args) -> int:
     store = open_store()
-    record = store.get(args.run)
-    store.delete(record.run_id)
-    print(f"deleted run {record.run_id} ({printable(record.name)})")
+    record = store.get(args.run, include_gone=True)
+    training = store.still_training(record)
+    if training and not args.force:
+        raise UsageError(f"run {record.run_id} ({printable(record.name)}) is still training ({training}); stop it "
+                         f"first, or if it is stuck, `delete --force {record.run_id}` deletes it anyway")
+    if training:
+        print(f"run {record.run_id} is marked running by {training}; --force: deleting it and its folder anyway "
+              "(if that process goes on, end it: it may write to the folder again)")
+    print(store.delete(record.run_id, force=args.force))
     return 0

@@ -22,13 +22,20 @@ moment leaves either the previous file or the new one, never half of one.
 
 A run is written as it goes: the row is created with status "running", the
 history grows each epoch, the status is written last. A process that dies
-mid-run leaves "running" behind with its pid; the next time the store is
-opened, such a row whose process is gone is marked "interrupted".
+mid-run leaves "running" behind with its pid and the time that process
+started; the next time the store is opened, such a row whose process is gone
+is marked "interrupted" (a live process with that pid but another start time
+got the pid after it: the run's process is gone too).
 
-The index is only an index: when runs.db is missing or cannot be read, it
-is rebuilt from the folders (with a notice in `RunStore.notices`), and an
+The index is only an index: when runs.db is missing or cannot be read (a bad
+header, a damaged page or row found when it is opened or read), it is set
+aside and rebuilt from the folders (with a notice in `RunStore.notices`), an
 older runs.db is migrated to the current schema (a copy of the old one is
-kept). A run id is only ever used as a folder name after it has been checked
+kept), and a row whose folder is gone is left out with a notice. A store
+that cannot be written (a read-only folder) is listed from its index and
+folders without writing anything; whatever would write says so. A damaged
+history.csv or metrics.json gives what can still be read, with a notice
+naming the file. A run id is only ever used as a folder name after it has been checked
 against the pattern ids are made with, so a tampered index cannot point the
 store at files outside its folder.
 """
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -45,6 +53,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import sys
 import time
 import uuid
 import zipfile
@@ -65,7 +74,7 @@ RUN_ID_FORMAT = "YYYYmmdd-HHMMSS-xxxxxx"
 
 # The schema of runs.db. Version 0 is the unversioned index of the first
 # releases; each migration brings the index one version up.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The files a kind of model is saved as, in this order (.keras first: see _save_keras_model).
 MODEL_FILES = {"final": ("model.keras", "model.h5"), "best": ("best.h5",), "last": ("last.keras",)}
@@ -106,6 +115,7 @@ class RunRecord:
     pid: int = 0
     host: str = ""
     evaluated_model: str = ""  # the model file metrics.json was computed with
+    pid_started: float = 0.0  # when the process `pid` started (seconds since the epoch; 0: not known)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -125,7 +135,53 @@ def default_root() -> Path:
     return Path(platformdirs.user_data_dir("cifar-studio", appauthor=False))
 
 
-def _pid_alive(pid: int) -> bool:
+# Seconds two readings of one process's start time may differ by: Linux computes it from the boot
+# time, which the kernel reports in whole seconds and may adjust by one.
+_START_TOLERANCE = 1.5
+
+
+def process_start_time(pid: int) -> float:
+    """When process `pid` started, in seconds since the epoch; 0.0 where it
+    cannot be told. With the pid it names one process: a pid is reused by
+    another process once its own has ended."""
+    if sys.platform.startswith("linux"):
+        fields_ = _proc_stat_fields(pid)
+        try:
+            return _boot_time() + int(fields_[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in clock ticks
+        except (IndexError, ValueError, OSError):
+            return 0.0
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    try:
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # psutil's NoSuchProcess, AccessDenied, ...: not known
+        return 0.0
+
+
+def _proc_stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from its third field (the state) on; the name before it may hold spaces."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _boot_time() -> float:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    raise OSError("no boot time in /proc/stat")
+
+
+def _pid_alive(pid: int, started: float = 0.0) -> bool:
+    """Whether process `pid` runs, and is the one that started at `started`
+    (when that is known: a live pid that started at another time is a later
+    process that got the same pid). A zombie (ended, not yet reaped) is gone."""
     if pid <= 0:
         return False
     try:
@@ -133,7 +189,13 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if sys.platform.startswith("linux") and _proc_stat_fields(pid)[:1] == ["Z"]:
+        return False
+    if started:
+        now = process_start_time(pid)
+        if now and abs(now - started) > _START_TOLERANCE:
+            return False
     return True
 
 
@@ -141,13 +203,25 @@ class _DamagedIndex(Exception):
     """runs.db exists but is not a readable index."""
 
 
+# SQLite's names for a file that is not, or no longer, a whole database.
+_DAMAGE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_TOOBIG")
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return isinstance(exc, _DamagedIndex) or (
+        isinstance(exc, sqlite3.DatabaseError)
+        and (getattr(exc, "sqlite_errorname", "") in _DAMAGE_ERRORS or "malformed" in str(exc)))
+
+
 class RunStore:
     """Index and folders of every run; safe to use from several threads
     (each call opens its own short-lived SQLite connection).
 
     `notices` collects what the store did on its own that the user should
-    hear of (an index rebuilt or upgraded, rows it ignores); the CLI and the
-    window show them.
+    hear of (an index rebuilt or upgraded, rows it ignores, a damaged file,
+    a store it can only read); the CLI and the window show them.
+    `read_only` is True for a store whose folder cannot be written: it is
+    listed and shown, and every write raises RunStoreError saying so.
     """
 
     def __init__(self, root: str | Path | None = None):
@@ -155,13 +229,27 @@ class RunStore:
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "runs.db"
         self.notices: list[str] = []
+        self.read_only = False
+        self._memory: list[RunRecord] | None = None  # the rows of a read-only store, read once when it opens
         self._reported_foreign = False
+        self._reported_gone: set[str] = set()
         try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self._open_index()
+            if self.root.is_dir() and not self._writable():
+                self._open_read_only()
+            else:
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+                self._open_index()
         except (OSError, sqlite3.Error) as exc:
             raise RunStoreError(f"cannot open the run store at {self.root}: {exc}") from None
         self._mark_interrupted()
+
+    def _writable(self) -> bool:
+        paths = [self.root] + [p for p in (self.runs_dir, self.index_path) if p.exists()]
+        return all(os.access(p, os.W_OK) for p in paths)
+
+    def _notice(self, text: str) -> None:
+        if text and text not in self.notices:
+            self.notices.append(text)
 
     # -- the index ---------------------------------------------------------
 
@@ -179,14 +267,55 @@ class RunStore:
         had_index = self.index_path.exists()
         try:
             created = self._prepare_index()
+            if not created:
+                self._read_rows()  # damage inside a row passes SQLite's quick_check
         except _DamagedIndex as exc:
-            kept = self._set_aside_damaged_index()
-            self._prepare_index()
-            self.notices.append(self._rebuild(f"runs.db could not be read ({exc}); it was kept as {kept.name}"))
+            self._recover(exc)
             return
         if created and self._run_folders():
             why = "runs.db was missing" if not had_index else "runs.db held no index"
             self.notices.append(self._rebuild(why))
+
+    def _recover(self, exc: BaseException) -> None:
+        """A damaged runs.db: kept aside, and the index made anew from the run folders."""
+        kept = self._set_aside_damaged_index()
+        self._prepare_index()
+        self.notices.append(self._rebuild(f"runs.db could not be read ({exc}); it was kept as {kept.name}"))
+
+    def _open_read_only(self) -> None:
+        """The rows of a store this process cannot write, in memory: the
+        index's where it can be read (at any schema version), else each
+        folder's run.json; nothing is migrated, rebuilt or marked on disk."""
+        self.read_only = True
+        self.notices.append(f"the store at {self.root} is read-only: listing only (make the folder writable "
+                            "to train, rename or delete runs)")
+        known: dict[str, RunRecord] = {}
+        if self.index_path.exists():
+            try:
+                with self._read_only_connection() as db:
+                    version = db.execute("PRAGMA user_version").fetchone()[0]
+                    if version > SCHEMA_VERSION:
+                        raise RunStoreError(
+                            f"{self.index_path} was made by a newer CIFAR Studio (index version {version}); "
+                            "update CIFAR Studio to open this store")
+                    known = {r.run_id: r for r in self._rows_of(db)}
+            except (sqlite3.Error, _DamagedIndex) as exc:
+                self.notices.append(f"runs.db could not be read ({exc}); the runs are listed from their folders")
+        records, _ = self._records_from_folders(known)
+        folders = {r.run_id for r in records}
+        self._memory = records + [r for r in known.values() if r.run_id not in folders]  # gone: list_runs says so
+        self._memory.sort(key=lambda r: r.created)
+
+    @contextlib.contextmanager
+    def _read_only_connection(self) -> Iterator[sqlite3.Connection]:
+        """runs.db opened for reading only. Immutable: SQLite then needs no
+        -shm file, which it could not create in a folder it cannot write."""
+        uri = self.index_path.resolve().as_uri() + "?mode=ro&immutable=1"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
 
     def _prepare_index(self) -> bool:
         """Create, check or migrate the index; True when the table had to be created."""
@@ -204,17 +333,20 @@ class RunStore:
                     _create_table(db)
                     db.execute("COMMIT")
                     return True
+                db.text_factory = bytes  # a damaged page can make quick_check's own message undecodable
                 check = db.execute("PRAGMA quick_check").fetchone()[0]
+                check = check.decode("utf-8", "replace") if isinstance(check, bytes) else str(check)
+                db.text_factory = str
                 if check != "ok":
                     raise _DamagedIndex(check)
                 if version < SCHEMA_VERSION:
                     self._migrate(db, version)
-                missing = set(_COLUMNS) - {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                missing = set(_COLUMNS) - _table_columns(db)
                 if missing:
                     raise _DamagedIndex(f"its table has no column {', '.join(sorted(missing))}")
                 return False
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            if _is_damage(exc):
                 raise _DamagedIndex(str(exc)) from None
             raise
 
@@ -261,28 +393,22 @@ class RunStore:
         id this store never makes, is dropped. The text is also added to
         `notices`.
         """
+        self.require_writable("rebuild its index")
         try:
             text = self._rebuild()
         except (OSError, sqlite3.Error) as exc:
             raise RunStoreError(f"cannot rebuild the run index at {self.root}: {exc}") from None
         self.notices.append(text)
+        self._reported_gone.clear()
         self._mark_interrupted()
         return text
 
     def _rebuild(self, why: str = "") -> str:
         try:
             known = {r.run_id: r for r in self._read_rows() if RUN_ID_PATTERN.fullmatch(str(r.run_id))}
-        except (sqlite3.Error, TypeError):  # a table of another shape: made anew below
+        except (sqlite3.Error, TypeError, _DamagedIndex):  # a table of another shape, or damaged: made anew below
             known = {}
-        records, skipped = [], []
-        for folder in self._run_folders():
-            record = None
-            if RUN_ID_PATTERN.fullmatch(folder.name) and not folder.is_symlink():
-                record = known.get(folder.name) or _record_from_folder(folder)
-            if record is None:
-                skipped.append(folder.name)
-            else:
-                records.append(record)
+        records, skipped = self._records_from_folders(known)
         with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DROP TABLE IF EXISTS runs")
@@ -298,10 +424,30 @@ class RunStore:
             text += f"; left out {len(skipped)} folder(s) that are not readable runs: {', '.join(skipped[:5])}"
         return text
 
+    def _records_from_folders(self, known: dict[str, RunRecord]) -> tuple[list[RunRecord], list[str]]:
+        """A row per run folder (the index's own where it has one) and the folders that are not runs."""
+        records, skipped = [], []
+        if not self.runs_dir.is_dir():
+            return records, skipped
+        for folder in self._run_folders():
+            record = None
+            if RUN_ID_PATTERN.fullmatch(folder.name) and not folder.is_symlink():
+                record = known.get(folder.name) or _record_from_folder(folder)
+            if record is None:
+                skipped.append(folder.name)
+            else:
+                records.append(record)
+        return records, skipped
+
     def _mark_interrupted(self) -> None:
+        """Rows left "running" by a process of this host that is gone become
+        "interrupted" (in a read-only store, only as listed)."""
         host = socket.gethostname()
         for record in self.list_runs():
-            if record.status == "running" and record.host == host and not _pid_alive(record.pid):
+            if record.status == "running" and record.host == host and not _pid_alive(record.pid, record.pid_started):
+                if self.read_only:
+                    record.status, record.reason = "interrupted", "the process ended before the run finished"
+                    continue
                 self.update(record.run_id, status="interrupted",
                             reason="the process ended before the run finished")
                 self._remove_leftovers(record.run_id)
@@ -312,14 +458,58 @@ class RunStore:
             path.unlink(missing_ok=True)
 
     def _read_rows(self) -> list[RunRecord]:
-        with self._connection() as db:
-            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created").fetchall()
-        return [RunRecord(**dict(zip(_COLUMNS, row))) for row in rows]
+        """Every row, oldest first; _DamagedIndex for one that cannot be a
+        row this store wrote (undecodable text, a number where text belongs)."""
+        if self._memory is not None:
+            return list(self._memory)
+        try:
+            with self._connection() as db:
+                return self._rows_of(db)
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise _DamagedIndex(str(exc)) from None
+            raise
+
+    @staticmethod
+    def _rows_of(db: sqlite3.Connection) -> list[RunRecord]:
+        columns = [c for c in _COLUMNS if c in _table_columns(db)]  # an older schema, read without migrating
+        db.text_factory = bytes
+        rows = db.execute(f"SELECT {', '.join(columns)} FROM runs ORDER BY created").fetchall()
+        return [_record_from_row(dict(zip(columns, row))) for row in rows]
+
+    def _write_index(self, action: Callable[[sqlite3.Connection], None]) -> None:
+        """`action` on the index; where the index turns out damaged, it is
+        rebuilt from the folders (with a notice) and `action` done again."""
+        for attempt in (1, 2):
+            try:
+                with self._connection() as db:
+                    action(db)
+                return
+            except sqlite3.DatabaseError as exc:
+                if attempt == 2 or not _is_damage(exc):
+                    raise
+                self._recover(exc)
+
+    def require_writable(self, action: str) -> None:
+        if self.read_only:
+            raise RunStoreError(f"the store at {self.root} is read-only: cannot {action} (make the folder "
+                                "writable, or use a store in another folder)")
+
+    def _write_error(self, exc: BaseException) -> RunStoreError:
+        """The one-line error for a write the store could not make; a store
+        that turned out read-only (a read-only file system, an index SQLite
+        may not write) says so."""
+        if (getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+                or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS)):
+            return RunStoreError(f"the store at {self.root} is read-only: {exc} (make the folder writable, "
+                                 "or use a store in another folder)")
+        return RunStoreError(f"cannot write the run store at {self.root}: {exc}")
 
     # -- writing ---------------------------------------------------------
 
     def create_run(self, config: RunConfig, **values: Any) -> RunRecord:
         """Make the folder and the row; write config.json and run.json."""
+        self.require_writable("train a run")
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         record = RunRecord(
             run_id=run_id,
@@ -331,6 +521,7 @@ class RunStore:
             epochs=config.training.epochs,
             pid=os.getpid(),
             host=socket.gethostname(),
+            pid_started=_own_start_time(),
         )
         unknown = set(values) - set(_COLUMNS)
         if unknown:
@@ -341,15 +532,15 @@ class RunStore:
         try:
             folder.mkdir(parents=True)
             _write_atomically(folder / "config.json", lambda tmp: tmp.write_text(config.to_json()))
-            with self._connection() as db:
-                placeholders = ", ".join("?" for _ in _COLUMNS)
-                db.execute(
-                    f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                    [getattr(record, c) for c in _COLUMNS],
-                )
+            placeholders = ", ".join("?" for _ in _COLUMNS)
+            # OR REPLACE: a rebuild of a damaged index (_write_index) may already have made a row of the folder;
+            # the id itself is unique, as its folder was made anew above.
+            self._write_index(lambda db: db.execute(
+                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                [getattr(record, c) for c in _COLUMNS]))
             self.write_json(run_id, "run.json", record.as_dict())
         except (OSError, sqlite3.Error) as exc:
-            raise RunStoreError(f"cannot write the run store at {self.root}: {exc}") from None
+            raise self._write_error(exc) from None
         return record
 
     def update(self, run_id: str, **values: Any) -> None:
@@ -359,23 +550,33 @@ class RunStore:
             raise ValueError(f"unknown run fields: {sorted(unknown)}")
         if not values:
             return
+        self.require_writable("change runs")
         folder = self.run_dir(run_id)
         assignments = ", ".join(f"{key} = ?" for key in values)
+        rows: list[tuple] = []
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*values.values(), run_id])
+            db.text_factory = bytes
+            rows[:] = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)).fetchall()
+
         try:
-            with self._connection() as db:
-                cursor = db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*values.values(), run_id])
-                row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if cursor.rowcount == 0 or row is None:
+            self._write_index(change)
+            if not rows:
                 raise RunStoreError(f"no run with id '{run_id}'")
+            record = _record_from_row(dict(zip(_COLUMNS, rows[0])))
             if folder.is_dir():
-                self.write_json(run_id, "run.json", dict(zip(_COLUMNS, row)))
+                self.write_json(run_id, "run.json", record.as_dict())
+        except _DamagedIndex as exc:
+            raise RunStoreError(f"cannot read back run {run_id} from {self.index_path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
-            raise RunStoreError(f"cannot write the run store at {self.root}: {exc}") from None
+            raise self._write_error(exc) from None
 
     def write_json(self, run_id: str, name: str, data: Any) -> None:
         """A JSON file (metrics.json, run.json) in the run's folder, atomically."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+\.json", name):
             raise ValueError(f"{name!r} is not a plain .json file name")
+        self.require_writable(f"write {name}")
         text = json.dumps(data, indent=2)
         _write_atomically(self.run_dir(run_id) / name, lambda tmp: tmp.write_text(text))
 
@@ -390,7 +591,8 @@ class RunStore:
         rows at most), so it is always complete.
         """
         path = self.run_dir(run_id) / "history.csv"
-        old = path.read_bytes().decode() if path.exists() else ""
+        self.require_writable("write history.csv")
+        old = self._whole_history(path, "the epoch's row is not added")
         header = next(csv.reader(io.StringIO(old)), None) if old else None
         if not header:
             keys = sorted(logs)
@@ -411,9 +613,19 @@ class RunStore:
         """Keep only the first `epochs` rows of history.csv (resuming a run
         killed after it wrote an epoch's row but before its last.keras)."""
         path = self.run_dir(run_id) / "history.csv"
-        lines = path.read_bytes().decode().splitlines(keepends=True)
+        self.require_writable("write history.csv")
+        lines = self._whole_history(path, "it is not shortened").splitlines(keepends=True)
         text = "".join(lines[:1 + epochs])
         _write_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
+
+    @staticmethod
+    def _whole_history(path: Path, refusal: str) -> str:
+        """history.csv's text before a write ("" when there is none); a
+        damaged one is refused rather than written over."""
+        history, problem = _read_history(path)
+        if problem:
+            raise RunStoreError(f"{problem}; {refusal}")
+        return path.read_bytes().decode() if path.exists() else ""
 
     def reopen_run(self, run_id: str) -> RunRecord:
         """A stopped or interrupted run trains again (resuming): "running"
@@ -422,14 +634,20 @@ class RunStore:
         stopped, not the run it goes on to be (best.h5 and last.keras stay,
         so it can still be evaluated if it stops again)."""
         record = self.get(run_id)
-        if record.status == "running" and record.pid != os.getpid() and _pid_alive(record.pid):
+        self.require_writable("resume a run")
+        training = record.pid != os.getpid() and self.still_training(record)
+        if training:
             raise RunStoreError(f"run '{printable(record.name)}' ({record.run_id}) is still training "
-                                f"(process {record.pid}); stop it first")
+                                f"({training}); stop it first")
         folder = self.run_dir(record.run_id)
+        _, problem = _read_history(folder / "history.csv")
+        if problem:
+            raise RunStoreError(f"run '{printable(record.name)}' ({record.run_id}) cannot be resumed: {problem}")
         for name in _FINAL_FILES:
             (folder / name).unlink(missing_ok=True)
         self.update(record.run_id, status="running", reason="", finished=0.0, pid=os.getpid(),
-                    host=socket.gethostname(), test_accuracy=None, test_loss=None, evaluated_model="")
+                    host=socket.gethostname(), pid_started=_own_start_time(), test_accuracy=None,
+                    test_loss=None, evaluated_model="")
         return self.get(record.run_id)
 
     def save_model(self, run_id: str, model, kind: str, class_names) -> list[Path]:
@@ -438,6 +656,7 @@ class RunStore:
         ("last": last.keras, with the optimizer state), class names inside."""
         from engine.inference import write_class_names
 
+        self.require_writable("save a model")
         folder = self.run_dir(run_id)
         saved = []
         for name in MODEL_FILES[kind]:
@@ -457,6 +676,7 @@ class RunStore:
         the file the model was evaluated from."""
         import numpy as np
 
+        self.require_writable("save an evaluation")
         folder = self.run_dir(run_id)
         arrays = evaluation.arrays()
         _write_atomically(folder / "predictions.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
@@ -484,10 +704,18 @@ class RunStore:
 
     def list_runs(self) -> list[RunRecord]:
         """Every run of the index, oldest first. Rows whose id this store
-        never makes (a tampered index) are left out, with a notice."""
+        never makes (a tampered index) and rows whose folder is gone are
+        left out, with a notice; a damaged index is set aside and rebuilt
+        from the folders (with a notice) and read again."""
         try:
-            rows = self._read_rows()
-        except sqlite3.Error as exc:
+            try:
+                rows = self._read_rows()
+            except (_DamagedIndex, sqlite3.DatabaseError) as exc:
+                if not _is_damage(exc) or self.read_only:
+                    raise
+                self._recover(exc)
+                rows = self._read_rows()
+        except (sqlite3.Error, _DamagedIndex, OSError) as exc:
             raise RunStoreError(f"cannot read the run index {self.index_path}: {exc}") from None
         records = [r for r in rows if isinstance(r.run_id, str) and RUN_ID_PATTERN.fullmatch(r.run_id)]
         if len(records) < len(rows) and not self._reported_foreign:
@@ -496,25 +724,50 @@ class RunStore:
             self.notices.append(
                 f"runs.db lists {len(foreign)} run(s) with an id this store never makes (such as "
                 f"{str(foreign[0])[:40]!r}); they are ignored, and rebuilding the index removes them")
-        return records
+        gone = [r for r in records if not (self.runs_dir / r.run_id).is_dir()]
+        new = [r for r in gone if r.run_id not in self._reported_gone]
+        if new:
+            self._reported_gone.update(r.run_id for r in new)
+            named = ", ".join(f"'{printable(r.name)[:40]}' ({r.run_id})" for r in new[:3])
+            self.notices.append(
+                f"runs.db lists {len(new)} run(s) whose folder is gone from {self.runs_dir} ({named}"
+                f"{', ...' if len(new) > 3 else ''}); they are left out, and rebuilding the index removes them")
+        return [r for r in records if r not in gone]
 
-    def get(self, run: str) -> RunRecord:
+    def get(self, run: str, include_gone: bool = False) -> RunRecord:
         """A run by its id, else by its name, else by a unique prefix of its
-        id. A full id always wins over a name; a blank argument matches nothing."""
+        id. A full id always wins over a name; a blank argument matches
+        nothing. A run whose folder is gone is an error saying so, unless
+        `include_gone` (deleting it removes its row)."""
         key = valid_text(run).strip() if isinstance(run, str) else ""  # a name typed as it was stored
         if not key:
             raise RunStoreError("no run given: name a run by its id or name (see the 'runs' command)")
         runs = self.list_runs()
-        for matches, many in (
-            ([r for r in runs if r.run_id == key], ""),
-            ([r for r in runs if (r.name or "").strip() == key], "names {n} runs; give the id instead"),
-            ([r for r in runs if r.run_id.startswith(key)], "matches {n} runs; give more of the id"),
-        ):
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                raise RunStoreError(f"'{printable(key)}' {many.format(n=len(matches))}")
+        found = _find(key, runs)
+        if found is not None:
+            return found
+        gone = _find(key, [r for r in self._read_rows() if r.run_id in self._reported_gone])
+        if gone is not None and include_gone:
+            return gone
+        if gone is not None:
+            raise RunStoreError(f"run '{printable(gone.name)}' ({gone.run_id}) is in the index, but its folder "
+                                f"{self.runs_dir / gone.run_id} is gone; deleting it or rebuilding the index "
+                                "removes it from the index")
         raise RunStoreError(f"no run '{printable(key)}' in {self.root} (see the 'runs' command)")
+
+    def still_training(self, record: RunRecord) -> str:
+        """Why a run marked "running" may really still be training, as a few
+        words ("process 123 on this machine"); "" when it is not: its
+        process is gone, or is another one that got the same pid. A run
+        running on another host cannot be checked from here, so counts as
+        training."""
+        if record.status != "running":
+            return ""
+        if record.host != socket.gethostname():
+            return f"process {record.pid} on host {printable(record.host)}, which cannot be checked from here"
+        if _pid_alive(record.pid, record.pid_started):
+            return f"process {record.pid} on this machine"
+        return ""
 
     def config(self, run_id: str) -> RunConfig:
         path = self.run_dir(self.get(run_id).run_id) / "config.json"
@@ -525,17 +778,41 @@ class RunStore:
 
     def history(self, run_id: str) -> dict[str, list[float]]:
         """The run's history.csv as a Keras History-style dict of lists
-        ("NA" and empty cells as NaN)."""
+        ("NA" and empty cells as NaN): of a damaged file, the rows that can
+        be read, with a notice naming it (`read_history` says which)."""
+        history, problem = self.read_history(run_id)
+        self._notice(problem)
+        return history
+
+    def read_history(self, run_id: str) -> tuple[dict[str, list[float]], str]:
+        """The readable rows of history.csv, and "" or one line saying how
+        the file is damaged (a row cut short or of other cells, a cell that
+        is not a number, bytes that are not UTF-8)."""
         return _read_history(self.run_dir(self.get(run_id).run_id) / "history.csv")
 
     def metrics(self, run_id: str) -> dict[str, Any]:
+        """metrics.json ({} when there is none, or it is damaged: then with
+        a notice naming it; `read_metrics` says which)."""
+        metrics, problem = self.read_metrics(run_id)
+        self._notice(problem)
+        return metrics
+
+    def read_metrics(self, run_id: str) -> tuple[dict[str, Any], str]:
+        """metrics.json, and "" or one line saying it is damaged (then the
+        dict is empty): evaluating the run again rewrites it."""
         path = self.run_dir(self.get(run_id).run_id) / "metrics.json"
         if not path.exists():
-            return {}
+            return {}, ""
+        fix = "evaluating the run again rewrites it"
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RunStoreError(f"cannot read {path}: {exc}") from None
+            data = json.loads(path.read_bytes())
+        except OSError as exc:
+            return {}, f"{path} cannot be read ({exc.strerror or exc}); {fix}"
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deeply
+            return {}, f"{path} is damaged (not JSON: {printable(str(exc))[:120]}); {fix}"
+        if not isinstance(data, dict):
+            return {}, f"{path} is damaged (it holds a {type(data).__name__}, not the metrics); {fix}"
+        return data, ""
 
     def predictions(self, run_id: str) -> dict[str, Any]:
         import numpy as np
@@ -572,18 +849,89 @@ class RunStore:
         name = valid_text(name).strip()
         if not name:
             raise RunStoreError("a run's name cannot be empty")
-        self.update(self.get(run_id).run_id, name=name)
-
-    def delete(self, run_id: str) -> None:
         record = self.get(run_id)
+        self.require_writable("rename runs")
+        self.update(record.run_id, name=name)
+
+    def delete(self, run_id: str, force: bool = False) -> str:
+        """Remove a run's folder, then its row; what was done, in a line.
+
+        A run that may still be training (`still_training`) is refused
+        unless `force` (a hung process, or one on a host that is gone). A
+        row whose folder is already gone is removed from the index."""
+        record = self.get(run_id, include_gone=True)
+        self.require_writable("delete runs")
         folder = self.run_dir(record.run_id)
-        if record.status == "running" and _pid_alive(record.pid):
-            raise RunStoreError(f"run '{record.name}' is still training; stop it first")
+        label = f"run {record.run_id} ({printable(record.name)})"
+        training = self.still_training(record)
+        if training and not force:
+            raise RunStoreError(f"{label} is still training ({training}); stop it first")
+        done = f"deleted {label}"
+        if not folder.exists():
+            done = f"{label} had no folder left ({folder}); removed it from the index"
         shutil.rmtree(folder, ignore_errors=True)
         if folder.exists():
             raise RunStoreError(f"could not delete all of {folder}; the run is kept in the index")
-        with self._connection() as db:
-            db.execute("DELETE FROM runs WHERE run_id = ?", (record.run_id,))
+        try:
+            self._write_index(lambda db: db.execute("DELETE FROM runs WHERE run_id = ?", (record.run_id,)))
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from None
+        self._reported_gone.discard(record.run_id)
+        return done
+
+
+def _find(key: str, runs: list[RunRecord]) -> RunRecord | None:
+    """The run `key` names among `runs` (see RunStore.get); None for none."""
+    for matches, many in (
+        ([r for r in runs if r.run_id == key], ""),
+        ([r for r in runs if (r.name or "").strip() == key], "names {n} runs; give the id instead"),
+        ([r for r in runs if r.run_id.startswith(key)], "matches {n} runs; give more of the id"),
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise RunStoreError(f"'{printable(key)}' {many.format(n=len(matches))}")
+    return None
+
+
+def _own_start_time() -> float:
+    return process_start_time(os.getpid())
+
+
+def _table_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+
+
+def _record_from_row(row: dict[str, Any]) -> RunRecord:
+    """A RunRecord from an index row read with text as bytes; _DamagedIndex
+    for a value no row this store wrote can hold (SQLite's quick_check reads
+    the pages, not the values in them). Columns an older schema lacks keep
+    their defaults."""
+    values = {}
+    for field_ in fields(RunRecord):
+        if field_.name not in row:
+            continue
+        value = row[field_.name]
+        default = "" if field_.name == "run_id" else field_.default  # the one field without a default
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _DamagedIndex(f"the {field_.name} of a run is not UTF-8 text") from None
+        if value is None and default is not None and field_.name != "run_id":
+            value = default
+        kind = type(default)
+        if default is None or kind is float:
+            fits = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        elif kind is int:
+            fits = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            value = int(value) if fits else value
+        else:
+            fits = isinstance(value, str)
+        if not fits:
+            raise _DamagedIndex(f"the {field_.name} of a run is {type(value).__name__}, not {kind.__name__}")
+        values[field_.name] = value
+    return RunRecord(**values)
 
 
 def _create_table(db: sqlite3.Connection) -> None:
@@ -600,7 +948,13 @@ def _add_evaluated_model(db: sqlite3.Connection) -> None:
     db.execute("UPDATE runs SET evaluated_model = 'model.h5' WHERE test_accuracy IS NOT NULL")
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _add_evaluated_model}
+def _add_pid_started(db: sqlite3.Connection) -> None:
+    """1 -> 2: when a run's process started, to tell it from a later process with the same pid
+    (rows from before are checked by pid alone)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pid_started REAL DEFAULT 0")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _add_evaluated_model, 1: _add_pid_started}
 
 
 def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
@@ -644,26 +998,67 @@ def _csv_value(value: Any) -> Any:
     return float(value)
 
 
-def _read_history(path: Path) -> dict[str, list[float]]:
+def _read_history(path: Path) -> tuple[dict[str, list[float]], str]:
+    """history.csv's readable rows as a dict of lists, and "" or a line
+    saying how the file is damaged. A row is readable when it has the
+    header's cells and a number for its epoch; "NA", empty cells and
+    CSVLogger's quoted lists are NaN, any other cell that is not a number
+    is NaN too, and said."""
     if not path.exists():
-        return {}
+        return {}, ""
     try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, csv.Error) as exc:
-        raise RunStoreError(f"cannot read {path}: {exc}") from None
-    history: dict[str, list[float]] = {}
-    for row in rows:
-        for key, value in row.items():
-            history.setdefault(key, []).append(_number(value))
-    return history
+        data = path.read_bytes()
+    except OSError as exc:
+        return {}, f"{path} cannot be read ({exc.strerror or exc})"
+    problems = []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", "replace")
+        problems.append(f"byte {exc.start} is not UTF-8")
+    lines = text.splitlines()
+    header = _csv_cells(lines[0]) if lines else None
+    if not header or header[0] != "epoch" or len(set(header)) < len(header):
+        return {}, f"{path} is damaged (its first line is not the header of a history); the file is left as it is"
+    history: dict[str, list[float]] = {key: [] for key in header}
+    for number, line in enumerate(lines[1:], start=2):
+        cells = _csv_cells(line)
+        if cells is None or len(cells) != len(header):
+            count = "cannot be read" if cells is None else f"has {len(cells)} of {len(header)} cells"
+            problems.append(f"line {number} {count}")
+            continue
+        values = [_number(cell) for cell in cells]
+        for key, cell, value in zip(header, cells, values):
+            if value is None:
+                problems.append(f"line {number}: {printable(key)} is {printable(cell)[:20]!r}, not a number")
+        if values[0] is None or not math.isfinite(values[0]):
+            continue
+        for key, value in zip(header, values):
+            history[key].append(float("nan") if value is None else value)
+    if not problems:
+        return history, ""
+    more = f"; {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    epochs = len(history["epoch"])
+    return history, (f"{path} is damaged ({problems[0]}{more}): shown as far as it can be read "
+                     f"({epochs} epoch{'' if epochs == 1 else 's'}); the file is left as it is")
 
 
-def _number(value: Any) -> float:
+def _csv_cells(line: str) -> list[str] | None:
+    """One line of a CSV file as its cells; None where the csv module refuses it (a NUL byte, ...)."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        return None
+
+
+def _number(value: str) -> float | None:
+    """A history cell as a number: NaN for "NA", an empty cell or a list; None for anything else."""
+    if value in ("", "NA") or value.lstrip('"').startswith("["):  # CSVLogger writes a list as "[...]"
+        return float("nan")
     try:
         return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+    except ValueError:
+        return None
 
 
 def _finite(value: float | None) -> float | None:
@@ -692,10 +1087,7 @@ def _record_from_folder(folder: Path) -> RunRecord | None:
         preset=config.preset, model=config.model.architecture, dataset=_dataset_label(config),
         created=created, epochs=config.training.epochs, reason="rebuilt from the run's folder",
     )
-    try:
-        history = _read_history(folder / "history.csv")
-    except RunStoreError:
-        history = {}
+    history, _ = _read_history(folder / "history.csv")
     record.epochs_done = len(history.get("epoch", []))
     validated = any(math.isfinite(v) for v in history.get("val_accuracy", []))
     monitored = history.get("val_accuracy" if validated else "accuracy", [])

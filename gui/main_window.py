@@ -44,6 +44,8 @@ KNOWN_SHAPES = {  # image shape and classes of the sources that always give the 
     "cifar100": ((32, 32, 3), 100),
     "fashion_mnist": ((28, 28, 1), 10),
 }
+FIRST_SIZE = (1480, 980)  # the window on first start, where the screen is big enough
+FRAME_ALLOWANCE = 40  # pixels for a title bar the window manager adds (unknown before the first show)
 
 
 @dataclass
@@ -259,11 +261,22 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         else:
-            self.resize(1480, 980)
-            self.resizeDocks(self.docks, [420, 240, 300], Qt.Vertical)
-            self.resizeDocks(self.docks[:1], [480], Qt.Horizontal)
+            self._fit_first_start()
         self.tabs.setCurrentIndex(self.settings.current_tab())
         self._on_settings_changed()
+
+    def _fit_first_start(self) -> None:
+        """The first window: 1480x980 where the screen has room, else the
+        screen's free area (a 1366x768 laptop included), docks in proportion."""
+        screen = self.screen().availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()  # title bar and borders, once shown
+        width = min(FIRST_SIZE[0], screen.width() - frame.width())
+        height = min(FIRST_SIZE[1], screen.height() - max(frame.height(), FRAME_ALLOWANCE))
+        self.resize(width, height)
+        self.move(screen.left() + (screen.width() - width) // 2, screen.top())
+        scale = height / FIRST_SIZE[1]
+        self.resizeDocks(self.docks, [int(420 * scale), int(240 * scale), int(300 * scale)], Qt.Vertical)
+        self.resizeDocks(self.docks[:1], [int(480 * min(1.0, width / FIRST_SIZE[0]))], Qt.Horizontal)
 
     def save_settings(self) -> None:
         config = RunConfig()
@@ -496,6 +509,10 @@ class MainWindow(QMainWindow):
         if self.training.is_training:
             event.ignore()
             if self._close_when_stopped or self._confirm_stop():
+                if not self.training.is_training:  # the run ended while the question was open
+                    self.queue = None
+                    QTimer.singleShot(0, self.close)
+                    return
                 self._close_when_stopped = True
                 self.statusBar().showMessage("Stopping the run before closing…")
                 self.train_tab.stopping()

@@ -429,7 +429,8 @@ class _Report:
                 _white(bars)
                 bars.set_values(h.class_names, boot["f1_diff"], boot["f1_low"], boot["f1_high"],
                                 title="F1 per class, B minus A, with paired bootstrap 95% intervals")
-                parts.append(_image(_rendered_png(bars, BARS_SIZE), "F1 differences per class"))
+                parts.append(_image(_rendered_png(bars, (max(BARS_SIZE[0], bars.readable_width()), BARS_SIZE[1])),
+                                    "F1 differences per class"))
         if self.c.not_paired:
             parts.append("<h3>Not compared image by image</h3><ul>" + "".join(
                 f"<li>{_e(self.names.get(run_id, run_id))}: {_e(reason)}</li>"

@@ -296,6 +296,9 @@ class RunCombo(QComboBox):
         super().showPopup()
 
 
+COMBO_CHARACTERS = 12  # a combo box is this many characters wide at least; the window fits 1366x768
+
+
 class ModelSlot(QGroupBox):
     """One model's controls and description: A, or B beside it for a comparison."""
 
@@ -353,6 +356,9 @@ class ClassifyTab(QWidget):
         for slot, box in self.slots.items():
             box.run_combo = RunCombo(self._fill_runs)
             box.run_combo.setObjectName(f"runs_{slot}")
+            for combo in (box.run_combo, box.preprocessing):  # long run names must not widen the window
+                combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+                combo.setMinimumContentsLength(COMBO_CHARACTERS)
             self._fill_runs(box.run_combo)
             box.open_button.clicked.connect(lambda _=False, s=slot: self.choose_model_file(s))
             box.run_combo.activated.connect(lambda index, s=slot: self._on_run_chosen(s, index))

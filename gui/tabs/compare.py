@@ -261,6 +261,7 @@ class CompareTab(QWidget):
         split.addWidget(right)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 1)
+        split.setSizes([1000, 1000])  # halves, whatever the widgets' own size hints
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.addLayout(pair)

@@ -220,6 +220,7 @@ class ImageGallery(QWidget):
         super().__init__(parent)
         self.title = QLabel("No images.")
         self.title.setObjectName("params")
+        self.title.setWordWrap(True)  # a long selection title must not widen the tab
         self.notice = QLabel(NO_IMAGES_NOTICE)
         self.notice.setObjectName("hint")
         self.notice.hide()

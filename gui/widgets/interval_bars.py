@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
 
 POSITIVE_COLOR = "#2ca02c"
@@ -58,8 +59,7 @@ class IntervalBars(pg.PlotWidget):
         self.bars.setOpts(x=x, height=shown, width=BAR_WIDTH, brushes=brushes, pens=[pg.mkPen(None)] * len(x))
         self.intervals.setData(x=x, y=shown, top=np.nan_to_num(high - values), bottom=np.nan_to_num(values - low))
         self.setTitle(html.escape(title) if title else None)
-        self.getAxis("bottom").setTicks([[(float(i), name) for i, name in enumerate(self.names)], []])
-        self.setMinimumWidth(self.readable_width())
+        self._set_ticks()
         self.setToolTip("\n".join(f"{name}: {v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                                   for name, v, lo, hi in zip(self.names, values, low, high)))
         ends = np.concatenate([shown, np.nan_to_num(low), np.nan_to_num(high), [0.0]])
@@ -77,6 +77,23 @@ class IntervalBars(pg.PlotWidget):
         opts = self.intervals.opts
         y = np.asarray(opts["y"], dtype=np.float64)
         return y - np.asarray(opts["bottom"], dtype=np.float64), y + np.asarray(opts["top"], dtype=np.float64)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._set_ticks()
+
+    def _set_ticks(self) -> None:
+        """Every class name under its bar, cut short ("autom…") where the plot is narrower than
+        readable_width, so the tab needs no minimum width and the labels never overlap."""
+        names = list(getattr(self, "names", []))
+        if not names:
+            return
+        axis = self.getAxis("bottom")
+        metrics = QFontMetrics(axis.style.get("tickFont") or self.font())
+        room = max(1, (self.width() - AXIS_ROOM) // len(names) - LABEL_GAP)
+        shown = [name if metrics.horizontalAdvance(name) <= room else metrics.elidedText(name, Qt.ElideRight, room)
+                 for name in names]
+        axis.setTicks([[(float(i), text) for i, text in enumerate(shown)], []])
 
     def readable_width(self) -> int:
         """Pixels wide enough for every class name to show under its bar."""

@@ -61,6 +61,8 @@ class OverlayPlot(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.showGrid(x=False, y=True, alpha=0.2)
         self.legend = self.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 210))
+        for axis in ("left", "bottom"):  # accuracy as 0.4-0.8, not "(x0.001)" 400-800
+            self.getAxis(axis).enableAutoSIPrefix(False)
         self._slots: list[_RunCurves] = []
         self._runs: list[tuple[str, dict[str, list[float]], int]] = []
         self._metric = "loss"
@@ -91,6 +93,9 @@ class OverlayPlot(pg.PlotWidget):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}: one of {', '.join(METRICS)}")
         self._metric = metric
+        # Loss falls and accuracy rises: the legend goes where the curves are not, as on the Train tab.
+        self.legend.anchor(itemPos=(1, 0 if metric == "loss" else 1), parentPos=(1, 0 if metric == "loss" else 1),
+                           offset=(-10, 10 if metric == "loss" else -40))
         self.setTitle(METRICS[metric])
         self.setLabel("left", metric)
         self._redraw()

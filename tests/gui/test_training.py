@@ -98,3 +98,31 @@ def test_a_run_that_cannot_load_its_data_fails_in_plain_words(window, tmp_path, 
     assert "gone" in window.train_tab.summary.text()
     assert window.train_tab.summary.text().startswith("Failed:")
     assert window.train_tab.train_button.isEnabled()
+
+
+def test_yes_closes_the_window_when_the_run_ended_while_the_question_was_open(make_window, image_folder, qtbot,
+                                                                             monkeypatch):
+    window = make_window()
+    use_tiny_run(window, image_folder, epochs=200, batch_size=2)
+    with qtbot.waitSignal(window.training.progress, timeout=RUN_TIMEOUT_MS):
+        window.train()
+
+    def answer_after_the_run_ended() -> bool:  # the user reads the question while the run ends by itself
+        window.training.stop()
+        qtbot.waitUntil(lambda: not window.training.is_training, timeout=RUN_TIMEOUT_MS)
+        return True
+
+    monkeypatch.setattr(window, "_confirm_stop", answer_after_the_run_ended)
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
+
+
+def test_the_first_window_fits_a_small_screen(make_window):
+    window = make_window()  # no saved layout: the first start, on the offscreen platform's 800x800 screen
+    window.show()
+    screen = window.screen().availableGeometry()
+    assert window.frameGeometry().height() <= screen.height() and window.frameGeometry().top() >= screen.top()
+    for index in range(window.tabs.count()):  # every tab shown once, the Compare tab built
+        window.tabs.setCurrentIndex(index)
+    needed = window.minimumSizeHint()
+    assert needed.width() <= 1366 and needed.height() <= 768 - 60, needed  # a laptop, less a taskbar and title
