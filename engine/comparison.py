@@ -207,8 +207,15 @@ def settings_rows(configs: list[RunConfig]) -> list[SettingRow]:
     return rows
 
 
+# Settings only a pretrained base has: for a model trained from scratch they are kept in its
+# config but change nothing, so they are shown as not applying (and never count as a difference).
+PRETRAINED_ONLY = ("model.weights", "model.weights_file", "model.trainable_layers", "model.input_size",
+                   "model.head")
+NOT_APPLICABLE = "–"
+
+
 def _flat_settings(config: RunConfig) -> dict[str, Any]:
-    """{"training.batch_size": 32, "name": ..., ...} from the config's dict."""
+    """{"training.batch_size": 32, "name": ..., ...} from the config's dict; None where a setting does not apply."""
     flat: dict[str, Any] = {}
     for key, value in config.to_dict().items():
         if key == "version":
@@ -217,13 +224,17 @@ def _flat_settings(config: RunConfig) -> dict[str, Any]:
             flat.update((f"{key}.{name}", item) for name, item in value.items())
         else:
             flat[key] = value
+    architecture = ARCHITECTURES.get(config.model.architecture)
+    if architecture is not None and not architecture.pretrained:
+        flat.update((key, None) for key in PRETRAINED_ONLY if key in flat)
     return flat
 
 
 def setting_text(key: str, value) -> str:
-    """A setting's value as the window shows it: a choice's label, a special number's word, else the value."""
+    """A setting's value as the window shows it: a choice's label, a special number's word, else the value
+    ("–" where the setting does not apply to the run's model or its config predates it)."""
     if value is None:
-        return ""
+        return NOT_APPLICABLE
     found = SETTINGS.get(key)
     if found is not None and found.choices and value in found.choices:
         return found.choices[value]

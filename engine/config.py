@@ -79,6 +79,8 @@ class TrainingConfig:
     "auto": every batch the data gives (and never more, so a run cannot
     overrun its input). `early_stopping` is the patience in epochs (0 = off).
     `steps_per_execution` 0 is auto (engine/training.py's SpeedSettings).
+    `feature_cache_gb`: the most disk a frozen base's cached output may take
+    (engine/features.py), 0 = never cache it.
     """
 
     optimizer: str = "sgd"
@@ -100,6 +102,7 @@ class TrainingConfig:
     precision: str = "float32"
     distribution: str = "none"
     steps_per_execution: int = 0
+    feature_cache_gb: float = 2.0
 
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "training": TrainingConfig}
@@ -386,6 +389,8 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
     _choice(p, "training.distribution", t.distribution, DISTRIBUTIONS)
     _range(p, "training.steps_per_execution", t.steps_per_execution, 0, 1000,
            f"0 ({_word('training.steps_per_execution', 0)}) or between 1 and 1000")
+    _range(p, "training.feature_cache_gb", t.feature_cache_gb, 0.0, 10_000.0,
+           f"0 ({_word('training.feature_cache_gb', 0)}) or a size in GB up to 10000")
 
     if train_size is not None and "training.batch_size" not in p:
         available = -(-train_size // t.batch_size)
@@ -415,7 +420,7 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
 # whatever model the user chose.
 PRESET_MODEL_KEYS = ("trainable_layers", "head", "input_size")
 # How a run uses this machine, not what it trains: a preset leaves them as they are.
-MACHINE_KEYS = ("precision", "distribution", "steps_per_execution")
+MACHINE_KEYS = ("precision", "distribution", "steps_per_execution", "feature_cache_gb")
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,9 @@ SETTINGS: dict[str, Setting] = {
                 "Train on one device, or on every local GPU at once (data parallel).", choices=DISTRIBUTIONS),
         Setting("training.steps_per_execution", "Steps per call",
                 "Training steps per graph call; auto = chosen for the model and the backend.", words={0: "auto"}),
+        Setting("training.feature_cache_gb", "Feature cache (GB)",
+                "A frozen base's output is computed once and kept on disk when it fits in this many GB; "
+                "off = compute it in every epoch.", words={0: "off"}),
     )
 }
 

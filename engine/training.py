@@ -46,7 +46,9 @@ class SpeedSettings:
     exactly steps_per_epoch long) instead of the arrays themselves;
     `gather_in_step`: the stream feeds image indices and each training step
     gathers its batch (TensorFlow without a distribution strategy).
-    `fused_batch_norm`: engine/train_step.py's fused kernel while training
+    `frozen_features`: engine/features.py's cache of a frozen base's
+    output (also the same math, up to float16 rounding inside a fine-tuned
+    base). `fused_batch_norm`: engine/train_step.py's fused kernel while training
     (TensorFlow only). `jit_compile`: Keras' own "auto" uses XLA on GPUs and
     not on CPUs, where it made SimCNN's epochs longer (the stop gate keeps
     its cond out of XLA: train_step.StepGate).
@@ -54,6 +56,9 @@ class SpeedSettings:
 
     stream_input: bool = True
     gather_in_step: bool = True
+    # A frozen base's output computed once and the head trained on it
+    # (engine/features.py), where nothing before the head is random.
+    frozen_features: bool = True
     fused_batch_norm: bool = True
     jit_compile: bool | str = "auto"
     # What `training.steps_per_execution = 0` (auto) means: on TensorFlow
@@ -132,7 +137,7 @@ def resume_point(store: RunStore, run: str) -> tuple[RunConfig, ResumePoint]:
         if record.host != socket.gethostname():
             raise RunStoreError(f"{label} is marked running on {printable(record.host)}; resume it there once it "
                                 "has ended")
-        if _pid_alive(record.pid):
+        if _pid_alive(record.pid, record.pid_started):  # the same process, not another that got its pid
             raise RunStoreError(f"{label} is still training (process {record.pid}); stop it first")
     try:
         config = store.config(record.run_id)
@@ -207,7 +212,9 @@ class Trainer:
         self._cancel = threading.Event()  # the evaluation after training ends too
         self._training_over = False
         self._gate = None  # train_step.StepGate while a multi-step fit runs
+        self._fitted = None  # the model fit trains: the whole model, or its head on cached features
         self.resuming: ResumePoint | None = None
+        self.features = None  # features.FeatureUse when the head trained on a frozen base's cached output
 
     @classmethod
     def resume(cls, run: str, listener: Listener | None = None, store: RunStore | None = None, dataset=None,
@@ -242,7 +249,7 @@ class Trainer:
         gate = self._gate
         if gate is not None:  # fit is running: end the call in flight and the fit loop
             gate.close()
-            self.model.stop_training = True
+            (self._fitted or self.model).stop_training = True
 
     @property
     def stop_requested(self) -> bool:
@@ -272,6 +279,8 @@ class Trainer:
         problems = validate(cfg)
         if problems:
             raise ConfigError("; ".join(problems.values()))
+        if self.store is not None:  # before the data loads and the model builds, not after
+            self.store.require_writable("train a run")
 
         if self.dataset is None:
             self.listener.on_stage(StageEvent("data", "Loading the dataset"))
@@ -318,6 +327,15 @@ class Trainer:
         steps = t.steps_per_epoch or math.ceil(len(ds.y_train) / t.batch_size)
         has_val = len(ds.y_val) > 0
         point = self.resuming
+        features_began = time.monotonic()
+        split = self._plan_features(keras, model)
+        features = None
+        if split is not None:
+            features = self._features(split)
+            if features is None:
+                return self._ended("stopped", "stopped while computing the frozen base's features, before training "
+                                   "started", started, 0)
+        fitted = self._fitted = split.head if split is not None else model
         if point:
             record = self._reopen_record(model, steps)
             done = point.epochs_done
@@ -337,7 +355,7 @@ class Trainer:
         ))
 
         monitor = "val_accuracy" if has_val else "accuracy"
-        gated = model.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
+        gated = fitted.steps_per_execution > 1 and keras.backend.backend() == "tensorflow" \
             and t.distribution == "none"
         elapsed_before = point.elapsed if point else 0.0
         best_epoch, best_value = point.best(monitor) if point else (0, None)
@@ -353,8 +371,9 @@ class Trainer:
             EpochSeeds(t.seed),
             guard,  # before the callbacks that record an epoch: they skip one whose loss is not finite
             HistoryWriter(store, record.run_id, progress, elapsed_before=elapsed_before),
-            LastCheckpoint(store, record.run_id, ds.class_names, progress),
-            BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress, best=best_value),
+            self._saving(model, LastCheckpoint(store, record.run_id, ds.class_names, progress)),
+            self._saving(model, BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress,
+                                               best=best_value)),
             recorder,
         ]
         tensorboard = self._tensorboard(keras, store.tensorboard_dir(record.run_id), progress)
@@ -367,25 +386,26 @@ class Trainer:
         self.listener.on_stage(StageEvent("train", "Training"))
         train_start = time.monotonic()
         y_train = self._targets(keras, ds.y_train)
+        x_train = features["train"] if features else ds.x_train
         to_batch = None
         if self.speed.stream_input:
-            stream = training_stream(ds.x_train, y_train, t.batch_size, steps, t.seed,
+            stream = training_stream(x_train, y_train, t.batch_size, steps, t.seed,
                                      gather_in_step=self.speed.gather_in_step and t.distribution == "none")
             inputs, to_batch = {"x": _skip_batches(stream.feed, done * steps), "shuffle": False}, stream.to_batch
         else:
-            inputs = {"x": ds.x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
+            inputs = {"x": x_train, "y": y_train, "batch_size": t.batch_size, "shuffle": True}
         if gated:
             self._gate = StepGate()
             if self._stop.is_set():
                 self._gate.close()
         try:
-            with fused_batch_norm(model, self.speed.fused_batch_norm), batch_from_feed(model, to_batch), \
-                    (self._gate.guarding(model) if gated else contextlib.nullcontext()):
-                model.fit(
+            with fused_batch_norm(fitted, self.speed.fused_batch_norm), batch_from_feed(fitted, to_batch), \
+                    (self._gate.guarding(fitted) if gated else contextlib.nullcontext()):
+                fitted.fit(
                     **inputs,
                     epochs=t.epochs,
                     steps_per_epoch=steps,
-                    validation_data=self._validation_data(keras) if has_val else None,
+                    validation_data=self._validation_data(keras, features) if has_val else None,
                     validation_batch_size=t.batch_size,
                     callbacks=callbacks,
                     verbose=0,
@@ -394,7 +414,8 @@ class Trainer:
         finally:
             self._gate = None
             self._training_over = True
-        train_seconds = time.monotonic() - train_start + (max(point.train_seconds, elapsed_before) if point else 0.0)
+        train_seconds = time.monotonic() - (features_began if features else train_start)
+        train_seconds += max(point.train_seconds, elapsed_before) if point else 0.0
         epochs_done = recorder.epochs_done
         stopped = self._stop.is_set()
         if guard.reason:
@@ -412,9 +433,7 @@ class Trainer:
         test_metrics: dict[str, float] = {}
         split, x_eval, y_eval = evaluation_split(ds)
         if len(y_eval):
-            evaluation = evaluate_model(model, x_eval, y_eval, ds.class_names, split=split,
-                                        batch_size=max(t.batch_size, EVALUATION_BATCH),
-                                        should_stop=self._cancel.is_set, report=self.listener.on_stage)
+            evaluation = self._evaluate(model, split, x_eval, y_eval, features)
             if evaluation is None:
                 reason += "; its evaluation was cancelled (evaluate the run to get its metrics)"
             else:
@@ -506,7 +525,115 @@ class Trainer:
             return None
         return TensorBoardLogs(folder, progress)
 
-    def _compile(self, models, keras, model) -> None:
+    # -- a frozen base's output computed once (engine/features.py) ----------
+
+    def _plan_features(self, keras, model):
+        """The whole model cut before its first trainable layer, with its
+        head compiled to train on cached features; or None, with the reason
+        in the log, where the frozen part's output is not fixed or does not
+        fit the budget (training.feature_cache_gb)."""
+        from engine import models
+        from engine.features import NotSplittable, frozen_key, split_model
+        from engine.registry import ARCHITECTURES
+
+        cfg = self.config
+        t, m = cfg.training, cfg.model
+        if not ARCHITECTURES[m.architecture].pretrained:
+            return None
+        why = ""
+        if not self.speed.frozen_features:
+            why = "the Trainer's SpeedSettings turn it off"
+        elif t.augmentation != "none":
+            why = (f"augmentation '{t.augmentation}' changes the images every epoch (training.augmentation = none "
+                   "computes it once)")
+        elif m.trainable_layers < 0:
+            why = "the whole base trains (model.trainable_layers = all)"
+        elif t.distribution != "none":
+            why = f"training.distribution = {t.distribution} splits the batches across devices"
+        elif t.feature_cache_gb <= 0:
+            why = "the feature cache is off (training.feature_cache_gb = 0)"
+        split = None
+        if not why:
+            try:
+                split = split_model(model)
+            except NotSplittable as exc:
+                why = str(exc)
+        if split is not None:
+            ds = self.dataset
+            count = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+            budget = t.feature_cache_gb * 1e9
+            if not split.inside_base and split.bytes_for(count, "float32") <= budget:
+                dtype = "float32"
+            elif split.bytes_for(count, "float16") <= budget:
+                dtype = "float16"
+            else:
+                dtype = ""
+                why = (f"its output at {split.cut} would take {split.bytes_for(count, 'float16') / 1e9:.1f} GB for "
+                       f"{count} images in float16, over training.feature_cache_gb = {t.feature_cache_gb:g}")
+                split = None
+            if dtype == "float16":
+                split = split_model(model, "float16")
+        if split is None:
+            self.listener.on_log(f"The frozen base's output is computed in every epoch: {why}")
+            return None
+        split.key = frozen_key(split.frozen, split.dtype)
+        self._compile(models, keras, split.head, optimizer=model.optimizer)
+        return split
+
+    def _features(self, split):
+        """Every split's features (cached or computed now), or None when Stop ended the pass."""
+        from engine.features import features_for_splits
+
+        ds = self.dataset
+        arrays = {name: images for name, images in (("train", ds.x_train), ("val", ds.x_val), ("test", ds.x_test))
+                  if len(images)}
+        got = features_for_splits(split, arrays, self._stop.is_set, self.listener.on_stage)
+        if got is None:
+            return None
+        features, use = got
+        self.features = use
+        where = f"{split.cut}, {split.floats_per_image:,} {split.dtype} values an image"
+        if use.computed:
+            count = sum(use.computed.values())
+            speed = f" ({1000 * use.seconds_per_image:.1f} ms an image)" if use.seconds_per_image else ""
+            line = (f"The frozen base's features were computed once for {count} images in {use.seconds:.1f} s{speed} "
+                    f"and the head trains on them ({where})")
+        else:
+            line = f"The head trains on the frozen base's cached features ({where})"
+        if use.reused:
+            line += "; reused from the cache: " + ", ".join(f"{name} ({n} images)" for name, n in use.reused.items())
+        self.listener.on_log(line)
+        return features
+
+    @staticmethod
+    def _saving(model, checkpoint):
+        """A checkpoint callback that saves `model` (the whole model) while fit may train its head."""
+        from engine.features import OnWholeModel
+
+        return OnWholeModel(checkpoint, model)
+
+    def _evaluate(self, model, split: str, x, y, features):
+        """The run's evaluation: through the head on float32 features where
+        the test split's are cached (the whole model's numbers; the frozen
+        part's time per image counted in), else the whole model on the images."""
+        t = self.config.training
+        key = {"test": "test", "validation": "val"}[split]
+        batch = max(t.batch_size, EVALUATION_BATCH)
+        if not features or key not in features or self.features.dtype != "float32":
+            return evaluate_model(model, x, y, self.dataset.class_names, split=split, batch_size=batch,
+                                  should_stop=self._cancel.is_set, report=self.listener.on_stage)
+        from engine.evaluation import images_fingerprint
+
+        evaluation = evaluate_model(self._fitted, features[key], y, self.dataset.class_names, split=split,
+                                    batch_size=batch, should_stop=self._cancel.is_set, report=self.listener.on_stage)
+        if evaluation is not None:
+            evaluation.fingerprint = images_fingerprint(x, y)
+            frozen = self.features.seconds_per_image
+            evaluation.ms_per_image = (evaluation.ms_per_image + 1000 * frozen
+                                       if frozen is not None and evaluation.ms_per_image is not None else None)
+        return evaluation
+
+    def _compile(self, models, keras, model, optimizer=None) -> None:
         ds = self.dataset
         t = self.config.training
         # Label smoothing needs one-hot targets (Keras' sparse loss has no
@@ -520,14 +647,14 @@ class Trainer:
             requested = auto_steps_per_execution(models.multiply_accumulates(model), t.batch_size,
                                                  self.speed.auto_steps_per_execution) if multi_step else 1
         model.compile(
-            optimizer=self._optimizer(keras, len(ds.y_train)),
+            optimizer=optimizer or self._optimizer(keras, len(ds.y_train)),
             loss=loss,
             metrics=["accuracy"],
             steps_per_execution=steps_per_call(steps, requested),
             jit_compile=self.speed.jit_compile,
         )
 
-    def _validation_data(self, keras):
+    def _validation_data(self, keras, features=None):
         """The images validated after each epoch: the whole validation split,
         or with `validation_steps` N a fixed random sample of N batches of it
         (the same images every epoch, so the epochs' estimates compare).
@@ -535,10 +662,11 @@ class Trainer:
         Chosen here rather than through fit's `validation_steps`, which
         Keras rounds up to whole multi-step calls when `steps_per_execution`
         is above 1, and which walks on through the split from epoch to epoch.
+        With `features`, the validation images' cached features instead.
         """
         ds = self.dataset
         t = self.config.training
-        x, y = ds.x_val, ds.y_val
+        x, y = (features["val"] if features else ds.x_val), ds.y_val
         count = t.validation_steps * t.batch_size
         if t.validation_steps and count < len(y):
             chosen = np.sort(np.random.default_rng(t.seed).choice(len(y), count, replace=False))

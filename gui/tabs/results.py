@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QToolButton, QVBoxLayout, QWidget,
 )
 
+from engine.errors import EngineError
+from engine.inference import check_output_file
 from engine.registry import ARCHITECTURES
 from engine.text import format_seconds
 from gui.concurrent import TaskRunner, TaskState
@@ -432,9 +434,13 @@ class ResultsTab(QWidget):
             "per_class_csv": lambda: self.export_per_class_csv(path),
         }
         try:
+            check_output_file(path, title)  # a folder, a missing folder, no permission: said before writing
             writers[what]()
             if not path.exists():
                 _raise_unwritable(path)
+        except EngineError as exc:
+            self._say(f"Cannot export the {title}: {exc}", error=True)
+            return
         except OSError as exc:
             self._say(f"Could not write {path}: {exc.strerror or exc}", error=True)
             return

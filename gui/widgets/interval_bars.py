@@ -86,7 +86,7 @@ class IntervalBars(pg.PlotWidget):
         """Every class name under its bar, cut short ("autom…") where the plot is narrower than
         readable_width, so the tab needs no minimum width and the labels never overlap."""
         names = list(getattr(self, "names", []))
-        if not names:
+        if not names or self.plotItem is None:  # nothing to label yet, or being closed
             return
         axis = self.getAxis("bottom")
         metrics = QFontMetrics(axis.style.get("tickFont") or self.font())

@@ -120,12 +120,19 @@ def test_bars_are_the_values_and_error_bars_end_at_the_interval(qtbot, tmp_path)
     assert list(top) == pytest.approx(list(high))
     colours = [brush.color() for brush in bars.bars.opts["brushes"]]
     assert colours == [QColor(NEGATIVE_COLOR if v < 0 else POSITIVE_COLOR) for v in values]
-    ticks = bars.getAxis("bottom")._tickLevels[0]
-    assert [name for _x, name in ticks] == NAMES
     assert bars.zero_line.value() == 0
 
     bars.setAttribute(Qt.WA_DontShowOnScreen, True)
+    bars.resize(bars.readable_width(), 300)
     bars.show()
+    qtbot.waitUntil(lambda: bars.width() >= bars.readable_width())
+    assert [name for _x, name in bars.getAxis("bottom")._tickLevels[0]] == NAMES  # wide enough: whole names
+    bars.resize(bars.readable_width() // 2, 300)
+    qtbot.waitUntil(lambda: bars.width() < bars.readable_width())
+    shown = [name for _x, name in bars.getAxis("bottom")._tickLevels[0]]  # narrow: cut short, never overlapping
+    assert len(shown) == len(NAMES) and any(text.endswith("…") for text in shown)
+    assert all(name.startswith(text.rstrip("…")) for name, text in zip(NAMES, shown))
+    bars.resize(bars.readable_width(), 300)
     qtbot.waitUntil(lambda: bars.width() >= bars.readable_width())
     path = tmp_path / "bars.png"
     bars.export_png(path)

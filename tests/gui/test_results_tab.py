@@ -74,6 +74,9 @@ def test_the_run_just_trained_opens_with_the_engines_matrix_and_its_images(windo
         target = tmp_path / f"{what}{EXPORTS[what][1]}"
         tab.export(what, target)
         assert target.stat().st_size > 0
+    for bad, said in ((tmp_path, "is a folder"), (tmp_path / "no such" / "m.csv", "does not exist")):
+        tab.export("confusion_csv", bad)  # checked before anything is written
+        assert said in window.statusBar().currentMessage() and tab.summary.property("error") is True
     with path.open() as handle:
         table = list(csv.DictReader(handle))
     assert [row["class"] for row in table[:4]] == results.class_names
