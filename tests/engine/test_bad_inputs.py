@@ -20,7 +20,7 @@ from PIL import Image
 import cli
 from datasetfiles import write_gradient_png16, write_rotated_jpeg
 from engine.runs import RunStore
-from toydata import CLASS_NAMES, toy_images
+from toydata import toy_images, write_toy_folder
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,7 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     store = root / "store"
     folder = root / "pictures"
-    for split, count, seed in (("train", 48, 1), ("test", 16, 2)):
-        images, labels = toy_images(count, seed=seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            (folder / split / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / split / CLASS_NAMES[label] / f"{i}.png")
+    write_toy_folder(folder, (("train", 48, 1), ("test", 16, 2)))
     previous = os.environ.get("CIFAR_STUDIO_HOME")
     os.environ["CIFAR_STUDIO_HOME"] = str(store)
     try:

@@ -19,7 +19,7 @@ import main
 from cli.commands import train_config
 from engine.config import RunConfig, preset
 from engine.runs import RunStore
-from toydata import CLASS_NAMES, toy_images
+from toydata import CLASS_NAMES, toy_images, write_toy_folder
 
 
 @pytest.fixture
@@ -31,14 +31,7 @@ def store(tmp_path, monkeypatch):
 @pytest.fixture
 def image_folder(tmp_path):
     """train/ and test/ with one subfolder per class, as a user would have."""
-    root = tmp_path / "pictures"
-    for split, count, seed in (("train", 120, 1), ("test", 40, 2)):
-        images, labels = toy_images(count, seed=seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / CLASS_NAMES[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{i}.png")
-    return root
+    return write_toy_folder(tmp_path / "pictures")
 
 
 def run(capsys, *argv):

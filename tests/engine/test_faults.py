@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+import cli
 import main
 from engine.runs import RunStore
-from toydata import CLASS_NAMES, toy_images
+from toydata import write_toy_folder
 
 # (the line of `main.py train`'s output after which the process is killed, seconds to wait after it)
 KILL_POINTS = {
@@ -32,26 +32,23 @@ KILL_POINTS = {
 def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     folder = root / "pictures"
-    for split, count, seed in (("train", 160, 1), ("test", 400, 2)):
-        images, labels = toy_images(count, seed=seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            (folder / split / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / split / CLASS_NAMES[label] / f"{i}.png")
+    write_toy_folder(folder, (("train", 160, 1), ("test", 400, 2)))
     return root / "store", folder
 
 
-def train_until(store: Path, folder: Path, name: str, kill_after: str | None = None, delay: float = 0.0) -> str:
-    """Run `main.py train`; with `kill_after`, SIGKILL it once that line is printed. The process's output."""
-    command = [sys.executable, str(Path(main.__file__)), "train", "--data", str(folder), "--name", name,
-               "--set", "epochs=3", "--set", "steps_per_epoch=auto", "--set", "validation_steps=all",
-               "--set", "batch_size=4"]
+TRAIN = ["--set", "epochs=2", "--set", "steps_per_epoch=auto", "--set", "validation_steps=all", "--set", "batch_size=4"]
+
+
+def train_until(store: Path, folder: Path, name: str, kill_after: str, delay: float = 0.0) -> str:
+    """Run `main.py train` and SIGKILL it once the line `kill_after` is printed. The process's output."""
+    command = [sys.executable, str(Path(main.__file__)), "train", "--data", str(folder), "--name", name, *TRAIN]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "CIFAR_STUDIO_HOME": str(store)})
     seen = []
     try:
         for line in process.stdout:
             seen.append(line)
-            if kill_after and line.startswith(kill_after):
+            if line.startswith(kill_after):
                 time.sleep(delay)
                 process.send_signal(signal.SIGKILL)
                 break
@@ -68,8 +65,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def test_a_killed_run_is_kept_and_earlier_runs_are_untouched(setting):
     store_root, folder = setting
-    output = train_until(store_root, folder, "whole")
-    assert "finished" in output, output
+    assert cli.main(["--store", str(store_root), "train", "--data", str(folder), "--name", "whole", *TRAIN]) == 0
     for point, (line, delay) in KILL_POINTS.items():
         store = RunStore(store_root)
         earlier = {r.run_id: snapshot(store.run_dir(r.run_id)) for r in store.list_runs()}
@@ -87,5 +83,5 @@ def test_a_killed_run_is_kept_and_earlier_runs_are_untouched(setting):
         history = store.history(killed.run_id)
         assert len(history.get("loss", [])) == killed.epochs_done
         if point != "mid-epoch":
-            assert killed.epochs_done == 3 and store.evaluation_model(killed.run_id).exists()
+            assert killed.epochs_done == 2 and store.evaluation_model(killed.run_id).exists()
     assert runs["whole"].status == "finished" and runs["whole"].test_accuracy is not None

@@ -4,7 +4,6 @@ import os
 import signal
 
 import pytest
-from PIL import Image
 
 import cli
 import cli.queue
@@ -15,7 +14,7 @@ from engine.events import Listener
 from engine.groups import GROUPS, QueuedRun, group_configs, run_group
 from engine.runs import RunStore
 from engine.training import Trainer
-from toydata import CLASS_NAMES, toy_dataset, toy_images
+from toydata import toy_dataset, write_toy_folder
 
 QUICK = ["epochs=2", "steps_per_epoch=auto", "validation_steps=all", "batch_size=16", "learning_rate=0.002"]
 TOY_GROUP = [
@@ -144,14 +143,7 @@ def test_stopping_keeps_the_current_run_and_cancels_the_rest(queued):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    root = tmp_path / "pictures"
-    for split, count, seed in (("train", 120, 1), ("test", 40, 2)):
-        images, labels = toy_images(count, seed=seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / CLASS_NAMES[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{i}.png")
-    return root
+    return write_toy_folder(tmp_path / "pictures")
 
 
 def queue(capsys, *argv):

@@ -45,3 +45,16 @@ def toy_config(epochs: int = 1, **training) -> RunConfig:
     for key, value in training.items():
         setattr(t, key, value)
     return config
+
+
+def write_toy_folder(root, splits=(("train", 120, 1), ("test", 40, 2))):
+    """The toy images as a user's image folder: <root>/<split>/<class>/<i>.png, for (split, count, seed) in splits."""
+    from PIL import Image
+
+    for split, count, seed in splits:
+        images, labels = toy_images(count, seed=seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASS_NAMES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
