@@ -6,7 +6,7 @@ import sys
 import time
 
 from engine.events import Listener
-from engine.text import format_seconds, printable
+from engine.text import StageClock, format_seconds, printable
 
 STAGE_PRINT_EVERY_S = 5  # a download's progress, at most this often when it is not done
 BAR_WIDTH = 24
@@ -20,6 +20,7 @@ class ConsoleListener(Listener):
         self.interactive = self.stream.isatty()
         self.partial = False
         self.last_stage_print = 0.0
+        self.stage_clock = StageClock()
 
     def _line(self, text: str) -> None:
         if self.partial:
@@ -30,9 +31,11 @@ class ConsoleListener(Listener):
 
     def on_stage(self, event):
         now = time.monotonic()
+        eta = self.stage_clock.remaining(event.text, event.fraction, now)
         if event.fraction is None or event.fraction >= 1 or now - self.last_stage_print > STAGE_PRINT_EVERY_S:
             self.last_stage_print = now
-            self._line(event.text)
+            done = f" ({event.fraction:.0%}, {eta})" if eta else ""
+            self._line(event.text + done)
 
     def on_run_started(self, event):
         validation = "validation: "

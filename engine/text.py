@@ -14,6 +14,26 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+class StageClock:
+    """How long a stage with a known fraction done has left: the time so far
+    scaled by the fraction still to do (the evaluation, the frozen base's
+    feature pass). A new stage text starts the clock again."""
+
+    MIN_FRACTION = 0.02  # before this much is done, an estimate is noise
+
+    def __init__(self):
+        self.text = ""
+        self.started = 0.0
+
+    def remaining(self, text: str, fraction: float | None, now: float) -> str:
+        """"ETA 1:05" for this report, or "" when it cannot be told yet."""
+        if text != self.text:
+            self.text, self.started = text, now
+        if fraction is None or not self.MIN_FRACTION <= fraction < 1 or now <= self.started:
+            return ""
+        return f"ETA {format_seconds((now - self.started) * (1 - fraction) / fraction)}"
+
+
 def valid_text(text: str) -> str:
     """`text` as valid Unicode: a byte that was not UTF-8 (which Python keeps
     as a lone surrogate U+DC80..U+DCFF in file names and command-line

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget,
 )
 
-from engine.text import format_seconds
+from engine.text import StageClock, format_seconds
 from gui.training import TrainingSession
 from gui.widgets.metric_plot import MetricPlot
 
@@ -65,6 +65,7 @@ class TrainTab(QWidget):
         self.epochs = 0
         self._running = self._evaluating = self._stop_pressed = self._skip_pressed = False
         self._last_stage = ""
+        self._stage_clock = StageClock()
         self._last_plot = 0.0  # time.monotonic() of the last redraw of the per-batch traces
 
         buttons = QHBoxLayout()
@@ -149,7 +150,8 @@ class TrainTab(QWidget):
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(event.fraction * 1000))
-        self.progress.setFormat(event.text)
+        eta = self._stage_clock.remaining(event.text, event.fraction, time.monotonic())
+        self.progress.setFormat(f"{event.text} · {eta}" if eta else event.text)
         if event.text != self._last_stage:  # a stage's progress reports repeat its text
             self._last_stage = event.text
             self.add_log(event.text)

@@ -126,3 +126,15 @@ def test_the_first_window_fits_a_small_screen(make_window):
         window.tabs.setCurrentIndex(index)
     needed = window.minimumSizeHint()
     assert needed.width() <= 1366 and needed.height() <= 768 - 60, needed  # a laptop, less a taskbar and title
+
+
+def test_a_stage_with_progress_shows_its_eta_on_the_bar(window, monkeypatch):
+    from engine.events import StageEvent
+
+    tab = window.train_tab
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr("gui.tabs.train.time.monotonic", lambda: next(clock))
+    window.training.stage.emit(StageEvent("features", "Computing the frozen base's features once: 2500 images", 0.0))
+    window.training.stage.emit(StageEvent("features", "Computing the frozen base's features once: 2500 images", 0.5))
+    assert tab.progress.format() == "Computing the frozen base's features once: 2500 images · ETA 0:10"
+    assert tab.progress.value() == 500
