@@ -167,38 +167,6 @@ def _points(value: float) -> str:
     return f"{100 * value:+.2f} points" if math.isfinite(value) else ""
 
 
-def _size(size: int | None) -> str:
-    if size is None:
-        return ""
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
-
-
-def _date(stamp: float) -> str:
-    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M") if stamp else ""
-
-
-def _row_value(row, field: str) -> str:
-    """A runs table cell."""
-    value = getattr(row, field)
-    if value is None:
-        return ""
-    if field in ("test_accuracy", "best_val_accuracy"):
-        return format_percent(value)
-    if field in ("test_loss", "macro_f1"):
-        return format_number(value)
-    if field in ("params_total", "params_trainable"):
-        return f"{value:,}"
-    if field == "train_seconds":
-        return f"{value:.1f}"
-    if field == "ms_per_image":
-        return f"{value:.2f}"
-    if field == "model_size":
-        return _size(value)
-    if field == "created":
-        return _date(value)
-    return str(value)
-
-
 def _conclusion_value(key: str, value: Any) -> str:
     if value is None:
         return ""
@@ -295,9 +263,10 @@ class _Report:
         return self._by_run(fields, columns)
 
     def runs(self) -> str:
-        columns = [(field, "Model size" if field == "model_size" else header)
-                   for field, header in TABLE_COLUMNS if field != "name"]
-        values = [[_row_value(row, field) for field, _h in columns] for row in self.c.rows]
+        from gui.widgets.runs_table import SHOWN_HEADERS, format_cell  # as the Compare tab's table shows them
+
+        columns = [(field, SHOWN_HEADERS.get(field, header)) for field, header in TABLE_COLUMNS if field != "name"]
+        values = [[format_cell(field, row) for field, _h in columns] for row in self.c.rows]
         return self._by_run([header for _f, header in columns], values)
 
     def _by_run(self, fields: list[str], columns: list[list[str]], highlighted: set[int] = frozenset()) -> str:
