@@ -10,8 +10,11 @@ import importlib.util
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 # At most this many logical CPUs: TensorFlow's idle worker threads sleep
 # instead of spinning (see prepare_tensorflow).
@@ -152,6 +155,7 @@ def backend_info() -> dict[str, str]:
         "backend_version": _backend_version(backend),
         "device": _device(backend),
         "python": platform.python_version(),
+        "gpu_advice": gpu_advice(backend),
     }
 
 
@@ -189,6 +193,159 @@ def _device(backend: str) -> str:
     except Exception:  # device queries must never break start-up
         pass
     return "CPU"
+
+
+NVIDIA_PROC = Path("/proc/driver/nvidia")  # the Linux driver's own files: present once its kernel module is loaded
+NVIDIA_SMI_TIMEOUT_S = 3  # nvidia-smi answers in well under a second unless the driver is hung
+GPU_EXTRA_COMMAND = '.venv/bin/pip install -e ".[gpu]"'
+TENSORFLOW_INSTALL_URL = "https://www.tensorflow.org/install/pip"
+
+
+class NvidiaGpus(NamedTuple):
+    """What the machine says about its NVIDIA GPUs, TensorFlow aside."""
+    present: bool
+    names: tuple[str, ...] = ()
+    driver_version: str = ""
+
+
+def probe_nvidia() -> NvidiaGpus:
+    """Whether the machine has an NVIDIA GPU, asked of the driver, not of TensorFlow.
+
+    Linux: the driver's files under /proc/driver/nvidia (no process spawned).
+    Elsewhere (Windows, WSL2, where /proc has no such folder): `nvidia-smi`,
+    and only when it is on PATH. Never raises; a failure reads as no GPU.
+    """
+    try:
+        if NVIDIA_PROC.is_dir():
+            names = []
+            for information in sorted(NVIDIA_PROC.glob("gpus/*/information")):
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    names.append(parse_proc_model(information.read_text(encoding="utf-8", errors="replace")))
+            version = ""
+            with contextlib.suppress(OSError):
+                version = parse_proc_driver_version((NVIDIA_PROC / "version").read_text(errors="replace"))
+            return NvidiaGpus(True, tuple(name for name in names if name), version)
+        smi = shutil.which("nvidia-smi")
+        if smi is None:
+            return NvidiaGpus(False)
+        import subprocess  # here: the window's start-up does not pay for it
+
+        done = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL,
+                              creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console flash
+        if done.returncode != 0:  # no GPU, or a driver nvidia-smi cannot talk to
+            return NvidiaGpus(False)
+        return parse_smi_query(done.stdout)
+    except Exception:  # a probe must never break start-up
+        return NvidiaGpus(False)
+
+
+def parse_proc_driver_version(text: str) -> str:
+    """"550.54.15" from /proc/driver/nvidia/version's "NVRM version: ... Kernel Module ... 550.54.15 ..." line."""
+    for line in text.splitlines():
+        if line.startswith("NVRM version:"):
+            found = re.search(r"\s(\d+\.\d+(?:\.\d+)*)(?:\s|$)", line)  # the first dotted number
+            return found.group(1) if found else ""
+    return ""
+
+
+def parse_proc_model(text: str) -> str:
+    """"NVIDIA H200" from a /proc/driver/nvidia/gpus/*/information file's "Model:" line."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Model":
+            return value.strip()
+    return ""
+
+
+def parse_smi_query(output: str) -> NvidiaGpus:
+    """The GPUs of `nvidia-smi --query-gpu=name,driver_version --format=csv,noheader`: "NAME, VERSION" a line."""
+    names, version = [], ""
+    for line in output.splitlines():
+        name, sep, driver = line.strip().rpartition(", ")
+        if sep and name:
+            names.append(name)
+            version = version or driver.strip()
+    return NvidiaGpus(bool(names), tuple(names), version)
+
+
+def gpu_advice_for(*, gpu_present: bool, gpu_names: tuple[str, ...] | list[str] = (), tf_sees_gpu: bool,
+                   built_with_cuda: bool, cuda_libraries: bool = True, driver_version: str = "",
+                   cuda_version: str = "", platform_name: str = "linux") -> str:
+    """One line on why TensorFlow does not use the machine's NVIDIA GPU and what to do, or "".
+
+    A pure function of what probe_nvidia and TensorFlow say (see gpu_advice),
+    so each case can be tested on a machine without a GPU. `cuda_libraries`:
+    whether the CUDA and cuDNN libraries a CUDA build of TensorFlow loads at
+    start-up are there (pip's `tensorflow` on Linux is such a build but ships
+    without them; `tensorflow[and-cuda]` adds them).
+    """
+    if not gpu_present or tf_sees_gpu:
+        return ""
+    gpu = f"the NVIDIA GPU ({', '.join(gpu_names)})" if gpu_names else "the NVIDIA GPU"
+    if platform_name.startswith(("win", "cygwin")):
+        return (f"TensorFlow cannot use {gpu}: native Windows has no TensorFlow GPU support after 2.10; "
+                f"train in WSL2 (Ubuntu), with {GPU_EXTRA_COMMAND} there.")
+    if not built_with_cuda or not cuda_libraries:
+        return (f"TensorFlow cannot use {gpu}: the CUDA libraries are not installed. "
+                f"Install them with {GPU_EXTRA_COMMAND} (Linux), then restart.")
+    driver = f"the NVIDIA driver ({driver_version})" if driver_version else "the NVIDIA driver"
+    cuda = f" for TensorFlow's CUDA {cuda_version}" if cuda_version else ""
+    return (f"TensorFlow is built with CUDA but sees no GPU: {driver} may be too old{cuda}, or the CUDA "
+            f"libraries were not found. Check nvidia-smi and {TENSORFLOW_INSTALL_URL}.")
+
+
+def gpu_advice(backend: str | None = None) -> str:
+    """gpu_advice_for with this machine's answers; "" at once (TensorFlow not
+    imported) when there is no NVIDIA GPU, or when the backend is not TensorFlow."""
+    try:
+        nvidia = probe_nvidia()
+        if not nvidia.present:
+            return ""
+        if backend is None:
+            import keras
+
+            backend = keras.backend.backend()
+        if backend != "tensorflow":
+            return ""
+        import tensorflow as tf
+
+        tf_sees_gpu = bool(tf.config.list_physical_devices("GPU"))
+        built_with_cuda = bool(tf.test.is_built_with_cuda())
+        build = dict(tf.sysconfig.get_build_info()) if built_with_cuda else {}
+        cuda_version = str(build.get("cuda_version", "") or "")
+        libraries = tf_sees_gpu or not built_with_cuda or _cuda_libraries_found(
+            cuda_version, str(build.get("cudnn_version", "") or ""))
+        return gpu_advice_for(gpu_present=True, gpu_names=nvidia.names, tf_sees_gpu=tf_sees_gpu,
+                              built_with_cuda=built_with_cuda, cuda_libraries=libraries,
+                              driver_version=nvidia.driver_version, cuda_version=cuda_version,
+                              platform_name=sys.platform)
+    except Exception:  # advice is a nicety, never a reason to fail
+        return ""
+
+
+def _cuda_libraries_found(cuda_version: str, cudnn_version: str) -> bool:
+    """Whether the CUDA runtime and cuDNN a CUDA build of TensorFlow loads are
+    there: pip's nvidia-* packages (what tensorflow[and-cuda] installs), or
+    libraries the dynamic loader finds (a system CUDA)."""
+    try:
+        if all(importlib.util.find_spec(f"nvidia.{name}") is not None for name in ("cuda_runtime", "cudnn")):
+            return True
+    except ImportError:  # no nvidia namespace package at all
+        pass
+    if not sys.platform.startswith("linux"):
+        return True  # no way to tell: the driver advice is the safer one
+    import ctypes
+
+    cuda_major = cuda_version.split(".")[0] or "12"
+    cudnn_major = cudnn_version.split(".")[0] or "9"
+    try:
+        ctypes.CDLL(f"libcudart.so.{cuda_major}")
+        ctypes.CDLL(f"libcudnn.so.{cudnn_major}")
+    except OSError:
+        return False
+    return True
 
 
 def start_compute_threads_nicer(steps: int = 10) -> None:

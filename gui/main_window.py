@@ -12,6 +12,7 @@ and the layout, and on close stops a run cleanly before letting the threads go.
 from __future__ import annotations
 
 import gc
+import html
 import shlex
 from dataclasses import dataclass
 
@@ -475,6 +476,8 @@ class MainWindow(QMainWindow):
             version = info.get("backend_version", "")
             keras_line = (f"Keras {info.get('keras_version', 'unknown')} on {backend} {version}".rstrip() +
                           f"<br>Device: {info.get('device', 'unknown')}")
+            if info.get("gpu_advice"):
+                keras_line += f"<br><br>GPU not used: {html.escape(info['gpu_advice'])}"
         return (f"<b>{APP_NAME}</b> {engine.__version__}<br>"
                 "Train, compare and use image classifiers.<br><br>" + keras_line)
 
@@ -491,9 +494,12 @@ class MainWindow(QMainWindow):
         # ms and held the GIL, and so the window (benchmarks/classify_stall.py).
         gc.freeze()
         self.backend = info
+        advice = info.get("gpu_advice", "")
         self.backend_label.setText(
             f"Keras {info.get('keras_version', '?')} · {info.get('backend', '?')} · {info.get('device', '?')}"
+            + (" — GPU not used (see About)" if advice else "")
         )
+        self.backend_label.setToolTip(advice)
 
     # --- showing and closing ------------------------------------------------
 
