@@ -87,9 +87,18 @@ def open_store():
 
 
 def cmd_train(args) -> int:
+    from engine.system import gpu_advice
     from engine.training import Trainer
 
     config = train_config(args)
+    advice = gpu_advice()  # "" at once without an NVIDIA GPU
+    if advice:
+        print(f"warning: {advice}", file=sys.stderr)
+    if config.training.distribution == "multiworker":
+        from engine.distribute import multiworker_cluster
+
+        if not multiworker_cluster().chief:  # the chief writes the run; this worker leaves the store alone
+            return train_and_report(Trainer(config, listener=ConsoleListener()), None)
     store = open_store()
     listener = ConsoleListener()
     trainer = Trainer(config, listener=listener, store=store)
@@ -111,14 +120,22 @@ def train_and_report(trainer, store, failed_note: str = "what was saved is kept"
     if not result.run_id:  # Ctrl-C while the data was loading: no run was made, none is reported
         print(f"{result.status} before training started: no run was made", file=sys.stderr)
         return EXIT_INTERRUPTED
+    cluster = trainer.cluster
+    if cluster is not None and not cluster.chief:
+        print(f"worker {cluster.index} of {len(cluster.workers)} {result.status}: {printable(result.reason)}; "
+              f"the chief (worker 0) wrote the run")
+        return 0
     record = store.get(result.run_id)
     print(f"run {record.run_id} ({printable(record.name)}) {result.status}: {printable(result.reason)}")
     if result.test_metrics:
         m = result.test_metrics
-        split = store.metrics(record.run_id).get("split", "test")
+        metrics = store.metrics(record.run_id)
+        split = metrics.get("split", "test")
         note = "" if split == "test" else " (the dataset has no test split)"
         print(f"{split} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  top-5 {m['top5_accuracy']:.4f}  "
               f"macro F1 {m['macro_f1']:.4f}{note}")
+        if metrics.get("without_tta"):
+            print(tta_line(metrics))
     print(f"model: {store.model_path(record.run_id)}")
     return 0
 
@@ -135,6 +152,13 @@ class _Interrupts:
 
     def __call__(self, *_):
         self.count += 1
+        cluster = self.trainer.cluster
+        if cluster is not None:  # the workers train in step: one cannot stop alone and go on to evaluate
+            signal.signal(signal.SIGINT, self.previous)
+            print(f"\nstopping worker {cluster.index}: the other workers end with an error when they notice; "
+                  "the chief's run keeps its last epoch's checkpoint (main.py evaluate RUN evaluates it)",
+                  file=sys.stderr)
+            raise KeyboardInterrupt
         if self.count == 1:
             print("\nstopping after this batch; the run is kept (Ctrl-C again to skip its evaluation)...",
                   file=sys.stderr)
@@ -165,11 +189,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def tta_line(summary: dict) -> str:
+    """With and without test-time flip averaging, in one line (metrics.json's "without_tta")."""
+    plain = summary["without_tta"]
+    return (f"with test-time flip averaging (the figures above; Classify does the same); without it, as plain "
+            f"Keras' predict on model.h5 gives: accuracy {plain['accuracy']:.4f}  loss {plain['loss']:.4f}")
+
+
 def format_metrics(summary: dict) -> str:
     lines = [
         f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  top-5 {summary['top5_accuracy']:.4f}",
-        f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
+    if summary.get("without_tta"):
+        lines.append(tta_line(summary))
+    lines.append(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for row in summary["per_class"]:
         lines.append(f"{printable(row['class'])[:13]:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
                      f"{row['f1']:>10.4f}{row['support']:>9}")

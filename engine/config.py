@@ -19,6 +19,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.registry import (
     ARCHITECTURES, AUGMENTATIONS, DATASET_SOURCES, DISTRIBUTIONS, HEADS, OPTIMIZERS, PRECISIONS, SCHEDULES,
+    TEST_TIME,
     SETTINGS, WEIGHTS, named,
 )
 
@@ -97,6 +98,8 @@ class TrainingConfig:
     validation_steps: int = 0
     augmentation: str = "none"
     label_smoothing: float = 0.0
+    ema: float = 0.0
+    tta: str = "none"
     early_stopping: int = 0
     seed: int = 42
     precision: str = "float32"
@@ -382,6 +385,9 @@ def validate(config: RunConfig, train_size: int | None = None, val_size: int | N
            f"0 ({_word('training.validation_steps', 0)}) or a positive count")
     _choice(p, "training.augmentation", t.augmentation, AUGMENTATIONS)
     _range(p, "training.label_smoothing", t.label_smoothing, 0.0, 0.5, "between 0 and 0.5")
+    if t.ema:
+        _range(p, "training.ema", t.ema, 0.9, 0.9999, "0 (off) or between 0.9 and 0.9999, such as 0.999")
+    _choice(p, "training.tta", t.tta, TEST_TIME)
     _range(p, "training.early_stopping", t.early_stopping, 0, 1000,
            f"0 ({_word('training.early_stopping', 0)}) or a patience in epochs")
     _range(p, "training.seed", t.seed, 0, 2**31 - 1, "between 0 and 2147483647")
@@ -469,10 +475,13 @@ PRESETS: dict[str, Preset] = {
     # never tuned on the test split.
     "SimCNN best": Preset(
         "Standard training for the small CNNs: flip and translate, AdamW with weight decay, label "
-        "smoothing and a warmed-up cosine schedule, 40 epochs at batch 64.",
+        "smoothing and a warmed-up cosine schedule, 40 epochs at batch 64; predictions average each "
+        "image with its mirror image.",
+        # Weight averaging (ema) was measured here too and left off: no gain over the cosine schedule's
+        # end, about 4% more time a step (docs/performance.md, "SimCNN past 81%").
         TrainingConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, schedule="cosine",
                        warmup_epochs=2, batch_size=64, epochs=40, augmentation="flip_crop",
-                       label_smoothing=0.1, early_stopping=0),
+                       label_smoothing=0.1, tta="flip", early_stopping=0),
     ),
     "VGG16 fine-tune": Preset(
         "The second seed's fine-tuning: the base's last 10 layers and a Dense 256 head, Adam 1e-4, "

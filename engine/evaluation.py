@@ -66,6 +66,8 @@ class Evaluation:
     indices: np.ndarray | None = None  # (N,) each image's position in the evaluated split
     fingerprint: str = ""  # images_fingerprint of the evaluated images and labels; "" when unknown
     ms_per_image: float | None = None  # predict's wall time per image, in milliseconds; None when not timed
+    tta: str = "none"  # "flip": each image's probabilities are the mean of its own and its mirror image's
+    without_tta: dict | None = None  # with tta, the loss and accuracy of the images alone (plain Keras' predict)
 
     @property
     def macro(self) -> dict[str, float]:
@@ -97,6 +99,8 @@ class Evaluation:
             "per_class": per_class,
             "fingerprint": self.fingerprint,
             "ms_per_image": self.ms_per_image,
+            "tta": self.tta,
+            "without_tta": self.without_tta,
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -197,8 +201,12 @@ def evaluation_split(dataset) -> tuple[str, np.ndarray, np.ndarray]:
 
 def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], split: str = "test",
                    batch_size: int = EVALUATION_BATCH, should_stop: Callable[[], bool] | None = None,
-                   report: Callable[[StageEvent], None] | None = None) -> Evaluation | None:
+                   report: Callable[[StageEvent], None] | None = None, tta: str = "none") -> Evaluation | None:
     """Predict the whole split in batches and compute every metric.
+
+    With `tta` "flip" each image's probabilities are the mean of the model's
+    for it and for its mirror image (left-right), and the evaluation also
+    keeps the accuracy and loss of the images alone (`without_tta`).
 
     `should_stop` is asked after each predict call (Keras' `stop_predicting`
     ends the loop there); None comes back when it cut the split short.
@@ -229,12 +237,30 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
 
     began = time.perf_counter()
     probs = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Watch()])
-    seconds = time.perf_counter() - began
     if len(probs) < len(y):
         return None
+    plain = None
+    if tta == "flip":
+        if report is not None:
+            report(StageEvent("evaluate", text + ", mirrored", 0.0))
+        mirrored = model.predict(flipped(x), batch_size=batch_size, verbose=0, callbacks=[Watch()])
+        if len(mirrored) < len(y):
+            return None
+        plain = evaluate_probabilities(probs, y, class_names, split=split)
+        probs = (np.asarray(probs, dtype=np.float64) + mirrored) / 2
+    seconds = time.perf_counter() - began
     evaluation = evaluate_probabilities(probs, y, class_names, split=split, fingerprint=images_fingerprint(x, y))
     evaluation.ms_per_image = 1000.0 * seconds / len(y) if len(y) else None
+    if plain is not None:
+        evaluation.tta = tta
+        evaluation.without_tta = {"accuracy": plain.accuracy, "loss": plain.loss,
+                                  "top5_accuracy": plain.top5_accuracy, "macro_f1": plain.macro["f1"]}
     return evaluation
+
+
+def flipped(images: np.ndarray) -> np.ndarray:
+    """Images (N, H, W, C) mirrored left-right, as test-time flip averaging feeds them."""
+    return np.ascontiguousarray(images[:, :, ::-1])
 
 
 def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent], None] | None = None,
@@ -272,7 +298,7 @@ def evaluate_run(store, run_id: str, dataset=None, report: Callable[[StageEvent]
                          f"but the dataset has {dataset.num_classes} classes")
     evaluation = evaluate_model(model, x, y, dataset.class_names, split=split,
                                 batch_size=max(config.training.batch_size, EVALUATION_BATCH),
-                                should_stop=should_stop, report=report)
+                                should_stop=should_stop, report=report, tta=config.training.tta)
     if evaluation is not None and save:
         store.write_evaluation(record.run_id, evaluation, path.name)
     return evaluation

@@ -32,6 +32,8 @@ from engine.errors import DatasetError, EngineError, ModelError
 from engine.text import printable
 
 CLASS_NAMES_ENTRY = "cifar_studio_class_names.json"
+TTA_ATTRIBUTE = "test_time_augmentation"  # .h5: an attribute of the file, like class_names
+TTA_ENTRY = "cifar_studio_test_time_augmentation.txt"  # .keras: an entry of the zip
 FAST_PATH_MAX_IMAGES = 256  # on JAX and PyTorch, at most this many skip model.predict's per-call set-up
 CHUNK_SIZE = 64  # files decoded and predicted together: large enough for speed, small enough to report often
 TOP_K = 5
@@ -58,8 +60,9 @@ _NAMES_FROM_FILE = "from the file"
 _SCALES = {"auto": None, "255": "raw", "1": "unit"}
 
 
-def write_class_names(path: str | Path, class_names) -> None:
-    """Store class names inside a saved model file, so Classify shows names."""
+def write_class_names(path: str | Path, class_names, tta: str = "none") -> None:
+    """Store class names inside a saved model file, so Classify shows names;
+    and with `tta` "flip", that the run predicts with test-time flip averaging."""
     path = Path(path)
     names = json.dumps(list(class_names))
     if path.suffix == ".h5":
@@ -67,10 +70,36 @@ def write_class_names(path: str | Path, class_names) -> None:
 
         with h5py.File(path, "a") as handle:
             handle.attrs["class_names"] = names
+            if tta != "none":
+                handle.attrs[TTA_ATTRIBUTE] = tta
     elif path.suffix == ".keras":
         with zipfile.ZipFile(path, "a") as archive:
-            if CLASS_NAMES_ENTRY not in archive.namelist():
+            present = archive.namelist()
+            if CLASS_NAMES_ENTRY not in present:
                 archive.writestr(CLASS_NAMES_ENTRY, names)
+            if tta != "none" and TTA_ENTRY not in present:
+                archive.writestr(TTA_ENTRY, tta)
+
+
+def read_tta(path: str | Path) -> str:
+    """The test-time augmentation a saved model's run used: "flip", or "none"
+    (also for any file made elsewhere, or one that cannot be read)."""
+    path = Path(path)
+    try:
+        if path.suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                raw = handle.attrs.get(TTA_ATTRIBUTE)
+            value = raw.decode() if isinstance(raw, bytes) else raw
+        elif path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                value = archive.read(TTA_ENTRY).decode() if TTA_ENTRY in archive.namelist() else None
+        else:
+            value = None
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, KeyError, UnicodeDecodeError):
+        value = None
+    return "flip" if value == "flip" else "none"
 
 
 def read_class_names(path: str | Path) -> list[str] | None:
@@ -195,8 +224,12 @@ class Classifier:
     copy), so a task may use it while the window opens another.
     """
 
-    def __init__(self, path: str | Path, scale: str = "auto", preprocessing: str | None = None):
+    def __init__(self, path: str | Path, scale: str = "auto", preprocessing: str | None = None,
+                 tta: str | None = None):
         self.path = Path(path)
+        # "flip": each image's answer is the mean of its own and its mirror image's, as the run that saved
+        # the file evaluated it (read_tta); None = what the file says.
+        self.tta = read_tta(self.path) if tta is None else tta
         if scale not in _SCALES:
             raise ModelError(f"scale = {scale!r} is not allowed; choose auto, 255 or 1")
         self.model = load_model_safely(self.path)
@@ -282,8 +315,16 @@ class Classifier:
         function (JAX, PyTorch), large sets go through predict(). Scores
         that are not probabilities (logits) are softmaxed; a one-unit
         output becomes two columns (1 - p, p); a row the model answered
-        with NaN or infinity stays NaN, for the caller to report.
+        with NaN or infinity stays NaN, for the caller to report. With
+        `tta` "flip", the mean of the probabilities for the images and for
+        their mirror images.
         """
+        probs = self._probabilities(images, batch_size)
+        if self.tta == "flip":
+            probs = (probs + self._probabilities(np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
+        return probs
+
+    def _probabilities(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         if self._fast is None:
             self._fast = FastPredictor(self.model)
         if self._fast.compiled or len(images) <= FAST_PATH_MAX_IMAGES:

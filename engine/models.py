@@ -30,6 +30,8 @@ MIN_SCRATCH_SIDE = 18  # three valid 3x3 convs and two poolings leave 1x1
 IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)  # preprocess_input's BGR mean, in RGB order
 FIRST_CONV = {"resnet50": "conv1_conv", "vgg16": "block1_conv1"}  # the bases that expect BGR
 TRANSLATION = 0.125  # 4 pixels of 32, as the usual pad-and-crop
+ERASE_PROBABILITY = 0.5
+ERASE_AREA = (0.02, 0.2)
 
 # Where keras.applications fetches the bases without their top. The cache is
 # Keras' own (~/.keras/models), so a file it already downloaded is reused.
@@ -214,13 +216,17 @@ def _check_weights_file(cfg: ModelConfig, size: int) -> None:
 
 def _augment(x, augmentation: str, seed: int | None):
     """Keras' random layers: active in fit(), identity in predict() and evaluate()."""
-    if augmentation in ("flip", "flip_crop"):
+    if augmentation in ("flip", "flip_crop", "flip_crop_erase"):
         x = layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
-    if augmentation == "flip_crop":
+    if augmentation in ("flip_crop", "flip_crop_erase"):
         shift_seed = None if seed is None else seed + 1
         x = layers.RandomTranslation(
             TRANSLATION, TRANSLATION, fill_mode="reflect", seed=shift_seed, name="augment_shift"
         )(x)
+    if augmentation == "flip_crop_erase":  # cutout: half the images lose a patch of 2-20% of their area to noise
+        x = layers.RandomErasing(factor=(ERASE_PROBABILITY, ERASE_PROBABILITY), scale=ERASE_AREA,
+                                 value_range=(0, 255), seed=None if seed is None else seed + 2,
+                                 name="augment_erase")(x)
     return x
 
 

@@ -65,9 +65,12 @@ HEADS = {
 }
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 SCHEDULES = {"constant": "constant", "step": "step decay", "cosine": "cosine"}
-AUGMENTATIONS = {"none": "none", "flip": "flip", "flip_crop": "flip and translate"}
+AUGMENTATIONS = {"none": "none", "flip": "flip", "flip_crop": "flip and translate",
+                 "flip_crop_erase": "flip, translate and erase a patch (cutout)"}
 PRECISIONS = {"float32": "float32", "mixed_float16": "mixed float16", "mixed_bfloat16": "mixed bfloat16"}
-DISTRIBUTIONS = {"none": "one device", "mirrored": "every local GPU (mirrored)"}
+TEST_TIME = {"none": "none", "flip": "average with the mirror image"}
+DISTRIBUTIONS = {"none": "one device", "mirrored": "every local GPU (mirrored)",
+                 "multiworker": "several machines (TF_CONFIG)"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,14 @@ SETTINGS: dict[str, Setting] = {
         Setting("training.augmentation", "Augmentation", "Random changes to the training images, inside the model.",
                 choices=AUGMENTATIONS),
         Setting("training.label_smoothing", "Label smoothing", "Label smoothing (0 to 0.5)."),
+        Setting("training.ema", "Weight averaging",
+                "Keep a moving average of the weights with this momentum (0.9 to 0.9999; 0.999 averages over "
+                "about 1,000 steps) and validate and save it instead of the raw weights; off = none.",
+                words={0: "off"}),
+        Setting("training.tta", "Test-time flip",
+                "Predict each image as the mean of the model's answers for it and its mirror image (twice the "
+                "work). The run reports its accuracy with and without it; Classify uses it for the run's model. "
+                "Plain Keras' predict on the saved model gives the figure without it.", choices=TEST_TIME),
         Setting("training.early_stopping", "Early stopping",
                 "Stop after this many epochs without improvement; off = never.", words={0: "off"}),
         Setting("training.seed", "Seed", "Random seed for weights, shuffling and augmentation."),
@@ -147,7 +158,9 @@ SETTINGS: dict[str, Setting] = {
                 "Number format of the layers' arithmetic; mixed float16 or bfloat16 is faster on GPUs "
                 "that have it, with float32 weights.", choices=PRECISIONS),
         Setting("training.distribution", "Devices",
-                "Train on one device, or on every local GPU at once (data parallel).", choices=DISTRIBUTIONS),
+                "Train on one device, on every local GPU at once (data parallel), or as one worker of several "
+                "machines (multiworker: TensorFlow's MultiWorkerMirroredStrategy, set up by TF_CONFIG).",
+                choices=DISTRIBUTIONS),
         Setting("training.steps_per_execution", "Steps per call",
                 "Training steps per graph call; auto = chosen for the model and the backend.", words={0: "auto"}),
         Setting("training.feature_cache_gb", "Feature cache (GB)",

@@ -658,13 +658,17 @@ class RunStore:
 
         self.require_writable("save a model")
         folder = self.run_dir(run_id)
+        try:  # the run's test-time augmentation travels in the file, for Classify
+            tta = self.config(run_id).training.tta
+        except EngineError:
+            tta = "none"
         saved = []
         for name in MODEL_FILES[kind]:
             target = folder / name
 
             def write(tmp: Path) -> None:
                 _save_keras_model(model, tmp)
-                write_class_names(tmp, class_names)
+                write_class_names(tmp, class_names, tta=tta)
 
             _write_atomically(target, write)
             saved.append(target)

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -161,6 +164,33 @@ def resume_point(store: RunStore, run: str) -> tuple[RunConfig, ResumePoint]:
                                train_seconds=record.train_seconds, history=history)
 
 
+def _lost_worker(exc: Exception) -> str:
+    """What to say when a collective operation failed because another worker
+    stopped or cannot be reached ("" for any other error). TensorFlow's own
+    message is a page of graph nodes; its cause is one line of it."""
+    kinds = ("UnavailableError", "CancelledError", "AbortedError", "DeadlineExceededError", "InternalError")
+    text = str(exc)
+    if type(exc).__name__ not in kinds or "ollective" not in text:
+        return ""
+    found = re.search(r"(Collective ops is aborted by:[^\n\[]*)", text)
+    cause = found.group(1).strip().rstrip(":") if found else type(exc).__name__
+    return (f"another worker stopped or cannot be reached ({cause[:160]}); the workers train in step, so the run "
+            "ends on every one (the chief's run keeps its last epoch's checkpoint)")
+
+
+def _synchronize_batch_norm(model) -> None:
+    """Batch normalization over the whole global batch on several machines
+    (Keras' `synchronized`, an all-reduce of the batch's moments): without
+    it each worker normalizes by its own share and keeps its own moving
+    statistics, so the workers' saved models would differ and differ from
+    one machine's run on the same global batch."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
 def _skip_batches(feed, count: int):
     """The training stream from its `count`th batch on: a resumed run trains
     the batches an uninterrupted one would have trained next. A tf.data
@@ -215,6 +245,8 @@ class Trainer:
         self._fitted = None  # the model fit trains: the whole model, or its head on cached features
         self.resuming: ResumePoint | None = None
         self.features = None  # features.FeatureUse when the head trained on a frozen base's cached output
+        self.cluster = None  # distribute.Cluster when this process is one worker of several machines
+        self._scratch = None  # a worker's throw-away store: only the chief writes the run
 
     @classmethod
     def resume(cls, run: str, listener: Listener | None = None, store: RunStore | None = None, dataset=None,
@@ -258,17 +290,23 @@ class Trainer:
     def run(self) -> RunEnded:
         started = time.monotonic()
         try:
-            result = self._run(started)
-        except EngineError as exc:
-            if self._stop.is_set() and not self.run_id:  # Stop pressed while the data was loading
-                result = self._ended("stopped", "stopped before training started", started)
-            else:
-                result = self._ended("failed", str(exc), started)
-        except MemoryError:
-            result = self._ended("failed", "out of memory: use a smaller batch size, input size or subset", started)
-        except Exception as exc:  # an unexpected bug: keep what was saved and say what happened
-            self.listener.on_log(traceback.format_exc())
-            result = self._ended("failed", f"{type(exc).__name__}: {exc}", started)
+            try:
+                result = self._run(started)
+            except EngineError as exc:
+                if self._stop.is_set() and not self.run_id:  # Stop pressed while the data was loading
+                    result = self._ended("stopped", "stopped before training started", started)
+                else:
+                    result = self._ended("failed", str(exc), started)
+            except MemoryError:
+                result = self._ended("failed", "out of memory: use a smaller batch size, input size or subset", started)
+            except Exception as exc:  # an unexpected bug: keep what was saved and say what happened
+                lost = _lost_worker(exc) if self.cluster is not None else ""
+                if not lost:
+                    self.listener.on_log(traceback.format_exc())
+                result = self._ended("failed", lost or f"{type(exc).__name__}: {exc}", started)
+        finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
         self.listener.on_run_ended(result)
         return result
 
@@ -279,6 +317,13 @@ class Trainer:
         problems = validate(cfg)
         if problems:
             raise ConfigError("; ".join(problems.values()))
+        if cfg.training.distribution == "multiworker":
+            from engine.distribute import multiworker_cluster
+
+            self.cluster = multiworker_cluster()
+            if not self.cluster.chief:  # it trains in step with the chief, which alone writes the run
+                self._scratch = tempfile.mkdtemp(prefix="cifar-studio-worker-")
+                self.store = RunStore(self._scratch)
         if self.store is not None:  # before the data loads and the model builds, not after
             self.store.require_writable("train a run")
 
@@ -304,6 +349,8 @@ class Trainer:
             with precision_policy(cfg.training.precision):
                 model = self._reopen(models, keras) if self.resuming else self._build(models, keras)
             self.model = model
+            if where.cluster is not None:
+                _synchronize_batch_norm(model)
             params = models.param_counts(model)
             if where.kind != "none":
                 self.listener.on_log(f"Training on {where.text}")
@@ -370,6 +417,10 @@ class Trainer:
             progress,
             EpochSeeds(t.seed),
             guard,  # before the callbacks that record an epoch: they skip one whose loss is not finite
+        ]
+        if t.ema:  # the average in the model while validating and saving, the raw weights back for training
+            callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks += [
             HistoryWriter(store, record.run_id, progress, elapsed_before=elapsed_before),
             self._saving(model, LastCheckpoint(store, record.run_id, ds.class_names, progress)),
             self._saving(model, BestCheckpoint(store, record.run_id, monitor, ds.class_names, progress,
@@ -423,6 +474,11 @@ class Trainer:
 
         self.listener.on_stage(StageEvent("save", "Saving the model"))
         store.save_model(record.run_id, model, "final", ds.class_names)
+        if self.cluster is not None:
+            from engine.distribute import weights_digest
+
+            self.listener.on_log(f"Final weights of worker {self.cluster.index}: digest {weights_digest(model)} "
+                                 "(every worker's should be the same)")
 
         status = "stopped" if stopped else "finished"
         reason = "stopped by the user" if stopped else "completed"
@@ -619,9 +675,10 @@ class Trainer:
         t = self.config.training
         key = {"test": "test", "validation": "val"}[split]
         batch = max(t.batch_size, EVALUATION_BATCH)
-        if not features or key not in features or self.features.dtype != "float32":
+        if not features or key not in features or self.features.dtype != "float32" or t.tta != "none":
+            # (a mirrored image's features are not cached: test-time flip runs the whole model)
             return evaluate_model(model, x, y, self.dataset.class_names, split=split, batch_size=batch,
-                                  should_stop=self._cancel.is_set, report=self.listener.on_stage)
+                                  should_stop=self._cancel.is_set, report=self.listener.on_stage, tta=t.tta)
         from engine.evaluation import images_fingerprint
 
         evaluation = evaluate_model(self._fitted, features[key], y, self.dataset.class_names, split=split,
@@ -698,15 +755,19 @@ class Trainer:
             schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
         else:
             schedule = lr
+        # Keras' own weight averaging: the optimizer keeps the average, fit()
+        # copies it into the model at the end (so the final model is the
+        # average) and SwapEMAWeights (_train) validates and saves it each epoch.
+        ema = {"use_ema": True, "ema_momentum": t.ema} if t.ema else {}
         if t.optimizer == "sgd":
             return keras.optimizers.SGD(learning_rate=schedule, momentum=t.momentum,
-                                        weight_decay=t.weight_decay or None)
+                                        weight_decay=t.weight_decay or None, **ema)
         if t.optimizer == "adam":
-            return keras.optimizers.Adam(learning_rate=schedule, weight_decay=t.weight_decay or None)
+            return keras.optimizers.Adam(learning_rate=schedule, weight_decay=t.weight_decay or None, **ema)
         if t.optimizer == "adamw":
-            return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+            return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema)
         return keras.optimizers.RMSprop(learning_rate=schedule, momentum=t.momentum,
-                                        weight_decay=t.weight_decay or None)
+                                        weight_decay=t.weight_decay or None, **ema)
 
     def _ended(self, status, reason, started, epochs_done=None, test_metrics=None, split="") -> RunEnded:
         if epochs_done is None:

@@ -55,6 +55,8 @@ class HyperparameterPanel(QWidget):
         self.validation_steps = NumberField(t + "validation_steps")
         self.augmentation = ChoiceField(t + "augmentation")
         self.label_smoothing = NumberField(t + "label_smoothing")
+        self.ema = NumberField(t + "ema")
+        self.tta = ChoiceField(t + "tta")
         self.early_stopping = NumberField(t + "early_stopping")
         self.seed = NumberField(t + "seed")
 
@@ -62,7 +64,8 @@ class HyperparameterPanel(QWidget):
             self.optimizer, self.learning_rate, self.momentum, self.weight_decay,
             self.schedule, self.warmup_epochs, self.step_every, self.step_factor,
             self.batch_size, self.epochs, self.steps_per_epoch, self.validation_steps,
-            self.augmentation, self.label_smoothing, self.early_stopping, self.seed,
+            self.augmentation, self.label_smoothing, self.ema, self.tta,
+            self.early_stopping, self.seed,
         ]
         preset_row = QFormLayout()
         preset_row.addRow("Preset", self.preset_list)

@@ -548,7 +548,7 @@ class ClassifyTab(QWidget):
         self._generation[slot] += 1
         box = self.slots[slot]
         box.preprocessing.setCurrentIndex(max(0, box.preprocessing.findData(classifier.preprocessing)))
-        box.reason.setText(classifier.preprocessing_reason)
+        box.reason.setText(_reason(classifier))
         title = f"{slot}: {classifier.info.name} ({Path(classifier.info.path).name})"
         self.pictures.open_slot(slot, classifier.class_names, title)
         self._show_columns()
@@ -812,6 +812,14 @@ def _message(exc: BaseException, context: str) -> str:
     if isinstance(exc, EngineError):
         return str(exc)
     return f"{context}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def _reason(classifier) -> str:
+    """How the model's input is scaled, and whether its answers average each picture with its mirror image."""
+    if getattr(classifier, "tta", "none") == "flip":
+        return (classifier.preprocessing_reason + "; each picture's answer is the mean of its own and its mirror "
+                "image's (the run's test-time flip)")
+    return classifier.preprocessing_reason
 
 
 def _open_classifier(state: TaskState, path: str):

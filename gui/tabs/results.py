@@ -293,6 +293,10 @@ class ResultsTab(QWidget):
                 f"top-5 {metrics['top5_accuracy']:.2%} · macro F1 {metrics['macro']['f1']:.4f} · "
                 f"{metrics['images']:,} {split} images"
                 + ("" if split == "test" else " (the dataset has no test split)"))
+            plain = metrics.get("without_tta")
+            if isinstance(plain, dict) and "accuracy" in plain:
+                lines.append(f"With test-time flip averaging, as Classify predicts; without it (plain Keras' "
+                             f"predict on model.h5): accuracy {plain['accuracy']:.2%} · loss {plain['loss']:.4f}")
         lines.append(f"{record.params_total:,} parameters ({record.params_trainable:,} trainable) · "
                      f"preset {_html(record.preset or 'none')} · {t.optimizer} lr {t.learning_rate:g}, batch "
                      f"{t.batch_size}, {t.epochs} epochs, augmentation {t.augmentation} · data "
