@@ -321,7 +321,9 @@ class Classifier:
         """
         probs = self._probabilities(images, batch_size)
         if self.tta == "flip":
-            probs = (probs + self._probabilities(np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
+            from engine.evaluation import flipped  # the evaluation's own mirror images
+
+            probs = (probs + self._probabilities(flipped(images), batch_size)) / 2
         return probs
 
     def _probabilities(self, images: np.ndarray, batch_size: int) -> np.ndarray:
