@@ -82,6 +82,29 @@ def test_every_default_is_an_allowed_choice_with_a_label():
     assert registry.setting("model.trainable_layers").words == {0: "frozen", -1: "all"}
 
 
+def test_docs_settings_names_every_setting_and_every_choice():
+    """docs/settings.md is the CLI user's list: a new setting or choice must appear there too."""
+    import os
+    import re
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "settings.md")
+    with open(path, encoding="utf-8") as handle:
+        rows = [line for line in handle if line.startswith("| ") and not line.startswith("| setting")]
+    named = {}
+    for row in rows:
+        keys, values = row.split(" | ", 1)
+        section = None
+        for key in keys.strip("| ").split(", "):
+            section, _, name = key.rpartition(".") if "." in key else (section, "", key)
+            named[f"{section}.{name}"] = values
+    for key, described in registry.SETTINGS.items():
+        if key in ("name", "preset"):
+            continue
+        assert key in named, f"docs/settings.md does not name {key}"
+        for choice in described.choices or ():
+            assert re.search(rf"\b{re.escape(choice)}\b", named[key]), f"docs/settings.md: {key} lacks {choice}"
+
+
 def test_architectures_in_their_order_with_their_defaults():
     assert list(registry.ARCHITECTURES) == ["simcnn", "resnet50", "vgg16", "mobilenetv2", "cnn"]
     resnet = registry.ARCHITECTURES["resnet50"]
