@@ -34,7 +34,10 @@ class ConsoleListener(Listener):
         eta = self.stage_clock.remaining(event.text, event.fraction, now)
         if event.fraction is None or event.fraction >= 1 or now - self.last_stage_print > STAGE_PRINT_EVERY_S:
             self.last_stage_print = now
-            done = f" ({event.fraction:.0%}, {eta})" if eta else ""
+            if event.fraction is not None and event.fraction >= 1:
+                done = f" (done in {format_seconds(now - self.stage_clock.started)})"  # not the same line again
+            else:
+                done = f" ({event.fraction:.0%}, {eta})" if eta else ""
             self._line(event.text + done)
 
     def on_run_started(self, event):

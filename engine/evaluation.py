@@ -214,7 +214,8 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
     """
     import keras
 
-    text = f"Evaluating on the whole {split} split ({len(y)} images)"
+    passes = 2 if tta == "flip" else 1  # one stage over both passes, so its fraction and ETA cover the whole
+    text = f"Evaluating on the whole {split} split ({len(y)} images{', and mirrored' if passes == 2 else ''})"
     if report is not None:
         report(StageEvent("evaluate", text, 0.0))
     if should_stop is not None and should_stop():
@@ -223,9 +224,10 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
     class Watch(keras.callbacks.Callback):
         async_safe = True  # reads a flag and a clock
 
-        def __init__(self):
+        def __init__(self, done_passes: int = 0):
             super().__init__()
             self.last_report = 0.0
+            self.done_passes = done_passes
 
         def on_predict_batch_end(self, batch, logs=None):
             if should_stop is not None and should_stop():
@@ -233,7 +235,8 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
             now = time.monotonic()
             if report is not None and now - self.last_report >= REPORT_INTERVAL:
                 self.last_report = now
-                report(StageEvent("evaluate", text, min(1.0, (batch + 1) * batch_size / max(len(y), 1))))
+                fraction = min(1.0, (batch + 1) * batch_size / max(len(y), 1))
+                report(StageEvent("evaluate", text, (self.done_passes + fraction) / passes))
 
     began = time.perf_counter()
     probs = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Watch()])
@@ -241,9 +244,7 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str], 
         return None
     plain = None
     if tta == "flip":
-        if report is not None:
-            report(StageEvent("evaluate", text + ", mirrored", 0.0))
-        mirrored = model.predict(flipped(x), batch_size=batch_size, verbose=0, callbacks=[Watch()])
+        mirrored = model.predict(flipped(x), batch_size=batch_size, verbose=0, callbacks=[Watch(done_passes=1)])
         if len(mirrored) < len(y):
             return None
         plain = evaluate_probabilities(probs, y, class_names, split=split)

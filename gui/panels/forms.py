@@ -71,6 +71,9 @@ class TextField(QLineEdit):
         self.setText(value)
 
 
+MIN_CHOICE_CHARACTERS = 6
+
+
 class ChoiceField(QComboBox):
     """One of a fixed set of values, each shown with a readable label."""
 
@@ -81,6 +84,12 @@ class ChoiceField(QComboBox):
         _describe(self, key)
         for value, label in setting(key).choices.items():
             self.addItem(label, value)
+        # a long label ("flip, translate and erase a patch (cutout)") must not widen the whole panel: the
+        # field shows what fits and the list opens as wide as its longest label
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(MIN_CHOICE_CHARACTERS)
+        self.view().setMinimumWidth(max(self.fontMetrics().horizontalAdvance(self.itemText(i))
+                                        for i in range(self.count())) + 24)
         self.currentIndexChanged.connect(self.changed)
 
     def value(self) -> str:

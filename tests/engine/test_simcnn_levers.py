@@ -98,3 +98,28 @@ def test_cutout_erases_patches_while_training_only_and_loads_in_plain_keras(tmp_
     loaded = keras.saving.load_model(tmp_path / "cutout.h5", compile=False)
     np.testing.assert_allclose(loaded.predict(images[:2], verbose=0), model.predict(images[:2], verbose=0),
                                atol=1e-6)
+
+
+def test_flip_evaluation_is_one_stage_whose_fraction_covers_both_passes():
+    import dataclasses
+    import io
+
+    from cli.console import ConsoleListener
+    from engine.evaluation import evaluate_model
+
+    data = toy_dataset(train=8, val=8, test=96)
+    model = keras.Sequential([keras.Input(data.x_test.shape[1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(data.num_classes, activation="softmax")])
+    events = []
+    evaluate_model(model, data.x_test, data.y_test, data.class_names, batch_size=16, tta="flip",
+                   report=events.append)
+    assert {event.text for event in events} == {"Evaluating on the whole test split (96 images, and mirrored)"}
+    fractions = [event.fraction for event in events]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0
+
+    out = io.StringIO()
+    console = ConsoleListener(out)
+    for event in (events[0], dataclasses.replace(events[0], fraction=1.0)):
+        console.on_stage(event)
+    first, last = out.getvalue().splitlines()
+    assert first == events[0].text and last.startswith(events[0].text + " (done in 0:0")

@@ -49,6 +49,19 @@ def test_choosing_a_preset_fills_the_fields(window):
     assert window.run_config()[0].preset == ""
 
 
+def test_the_panels_fit_the_first_start_dock_without_a_sideways_scrollbar(window):
+    """The docks start 480 px wide; a long choice label (the cutout augmentation's) must not widen a panel."""
+    from gui.main_window import FIRST_SIZE
+
+    room = 480 * FIRST_SIZE[0] // 1480 - window.style().pixelMetric(window.style().PixelMetric.PM_ScrollBarExtent) - 12
+    for panel in (window.dataset_panel, window.model_panel, window.hyperparameter_panel):
+        assert panel.minimumSizeHint().width() <= room, (type(panel).__name__, panel.minimumSizeHint())
+    augmentation = window.hyperparameter_panel.augmentation
+    longest = max(augmentation.fontMetrics().horizontalAdvance(augmentation.itemText(i))
+                  for i in range(augmentation.count()))
+    assert augmentation.view().minimumWidth() >= longest  # the open list shows every label whole
+
+
 def test_a_preset_keeps_the_architecture_the_user_chose(window):
     """As the first seed applied Table 1 to SimCNN and to ResNet50 alike."""
     model = window.model_panel
