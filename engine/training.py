@@ -630,7 +630,7 @@ class Trainer:
             if dtype == "float16":
                 split = split_model(model, "float16")
         if split is None:
-            self.listener.on_log(f"The frozen base's output is computed in every epoch: {why}")
+            self.listener.on_log(f"The base's output is not cached; every image goes through it in every epoch: {why}")
             return None
         split.key = frozen_key(split.frozen, split.dtype)
         self._compile(models, keras, split.head, optimizer=model.optimizer)

@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
         self.resize(width, height)
         self.move(screen.left() + (screen.width() - width) // 2, screen.top())
         scale = height / FIRST_SIZE[1]
-        self.resizeDocks(self.docks, [int(420 * scale), int(240 * scale), int(300 * scale)], Qt.Vertical)
+        self.resizeDocks(self.docks, [int(340 * scale), int(250 * scale), int(335 * scale)], Qt.Vertical)
         self.resizeDocks(self.docks[:1], [int(480 * min(1.0, width / FIRST_SIZE[0]))], Qt.Horizontal)
 
     def save_settings(self) -> None:

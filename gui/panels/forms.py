@@ -11,7 +11,7 @@ wrong; `mark` puts that message on the field.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QLineEdit, QWidget
 
 from engine.config import RunConfig
@@ -90,7 +90,16 @@ class ChoiceField(QComboBox):
         self.setMinimumContentsLength(MIN_CHOICE_CHARACTERS)
         self.view().setMinimumWidth(max(self.fontMetrics().horizontalAdvance(self.itemText(i))
                                         for i in range(self.count())) + 24)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # not focused by the wheel: see wheelEvent
         self.currentIndexChanged.connect(self.changed)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """The wheel scrolls the panel under the pointer; it changes the value only once the field has the
+        focus (clicked or tabbed to), so scrolling down the settings never changes one on the way."""
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
 
     def value(self) -> str:
         return self.currentData()

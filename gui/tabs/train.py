@@ -169,7 +169,8 @@ class TrainTab(QWidget):
         self.add_log(
             f"Run {event.name} ({event.run_id}): {event.train_size:,} train, {event.val_size:,} validation, "
             f"{event.test_size:,} test images; {params.get('total', 0):,} parameters "
-            f"({params.get('trainable', 0):,} trainable); {event.epochs} epochs of {event.steps_per_epoch} "
+            f"({params.get('trainable', 0):,} trainable); {event.epochs} epoch{'' if event.epochs == 1 else 's'} of "
+            f"{event.steps_per_epoch} "
             f"steps at batch {event.batch_size}."
         )
         if partial:

@@ -100,7 +100,8 @@ def test_the_head_trains_on_features_computed_once_and_the_whole_model_is_saved(
 def test_the_run_is_the_same_as_training_the_whole_model(runs):
     (_, cached, cached_events), (trainer, whole, whole_events) = runs["first"], runs["whole"]
     assert trainer.features is None
-    assert any("computed in every epoch: the Trainer's SpeedSettings turn it off" in line for line in whole_events.logs)
+    assert any("through it in every epoch: the Trainer's SpeedSettings turn it off" in line
+               for line in whole_events.logs)
     for ours, theirs in zip(cached_events.epochs, whole_events.epochs):
         for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert ours.logs[name] == pytest.approx(theirs.logs[name], rel=1e-4, abs=1e-6)
@@ -144,7 +145,7 @@ def test_augmentation_computes_the_base_every_epoch_and_says_why(tmp_path):
     trainer = Trainer(config, events := CancelOnceDecided(), RunStore(tmp_path), dataset=data())
     result = trainer.run()
     assert result.status == "stopped" and trainer.features is None
-    assert any("computed in every epoch: augmentation 'flip' changes the images every epoch" in line
+    assert any("through it in every epoch: augmentation 'flip' changes the images every epoch" in line
                for line in events.logs)
     assert not os.path.exists(features_module.feature_dir())
 

@@ -62,6 +62,30 @@ def test_the_panels_fit_the_first_start_dock_without_a_sideways_scrollbar(window
     assert augmentation.view().minimumWidth() >= longest  # the open list shows every label whole
 
 
+def test_the_wheel_scrolls_past_a_choice_and_changes_it_only_once_it_has_the_focus(window, qtbot):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    window.show()
+    field = window.hyperparameter_panel.optimizer
+    before = field.currentIndex()
+
+    def wheel_down():
+        centre = QPointF(field.rect().center())
+        event = QWheelEvent(centre, QPointF(field.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, -120),
+                            Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+        QApplication.sendEvent(field, event)
+
+    window.hyperparameter_panel.preset_list.setFocus()
+    wheel_down()
+    assert field.currentIndex() == before
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus)
+    wheel_down()
+    assert field.currentIndex() == before + 1
+
+
 def test_a_preset_keeps_the_architecture_the_user_chose(window):
     """As the first seed applied Table 1 to SimCNN and to ResNet50 alike."""
     model = window.model_panel
