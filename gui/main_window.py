@@ -122,6 +122,7 @@ class MainWindow(QMainWindow):
         self.train_tab.train_requested.connect(self.train)
         self.train_tab.stop_requested.connect(self.stop)
         self.training.run_ended.connect(self._on_run_ended)
+        self.training.dataset_loaded.connect(lambda loaded: self.dataset_panel.show_loaded(*loaded))
         self.results_tab.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.compare_tab.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.compare_tab.open_requested.connect(self.open_in_results)

@@ -25,16 +25,24 @@ class _LogLine(str):
     """A log line among the other events (a str of its own type, so it cannot be mistaken)."""
 
 
+class _DatasetLoaded(tuple):
+    """(Dataset, DatasetConfig): the data a run loaded itself, for the Dataset panel to show and keep."""
+
+
 class _PartialResults(Listener):
     """Hands each Trainer event to the task's state, from the training thread."""
 
     def __init__(self, state: TaskState):
         self.state = state
+        self.loaded = None  # a function giving the _DatasetLoaded to hand over with RunStarted, where there is one
 
     def on_stage(self, event: StageEvent) -> None:
         self.state.set_partial_result(event)
 
     def on_run_started(self, event: RunStarted) -> None:
+        if self.loaded is not None:
+            self.state.set_partial_result(self.loaded())
+            self.loaded = None
         self.state.set_partial_result(event)
 
     def on_progress(self, event: Progress) -> None:
@@ -52,7 +60,10 @@ class _PartialResults(Listener):
 def _train(state: TaskState, config: RunConfig, dataset) -> RunEnded:
     from engine.training import Trainer
 
-    trainer = Trainer(config, listener=_PartialResults(state), dataset=dataset)
+    listener = _PartialResults(state)
+    trainer = Trainer(config, listener=listener, dataset=dataset)
+    if dataset is None:  # the run loads it: the Dataset panel shows it and the next run reuses it
+        listener.loaded = lambda: _DatasetLoaded((trainer.dataset, copy.deepcopy(config.dataset)))
     # The first Stop ends training after the batch and the stopped run is
     # evaluated; a second one (or closing the window) cuts that evaluation
     # short: the run keeps its model and can be evaluated later.
@@ -79,6 +90,7 @@ class TrainingSession(QObject):
     progress = Signal(object)  # Progress
     epoch_ended = Signal(object)  # EpochEnded
     log = Signal(str)
+    dataset_loaded = Signal(object)  # (Dataset, DatasetConfig) when the run loaded the data itself
     run_ended = Signal(object)  # RunEnded, exactly once per train() or resume()
 
     def __init__(self, runner: TaskRunner, parent: QObject | None = None):
@@ -131,6 +143,8 @@ class TrainingSession(QObject):
     def _on_partial(self, event) -> None:
         if isinstance(event, _LogLine):
             self.log.emit(str(event))
+        elif isinstance(event, _DatasetLoaded):
+            self.dataset_loaded.emit(tuple(event))
         elif isinstance(event, StageEvent):
             self.stage.emit(event)
         elif isinstance(event, RunStarted):

@@ -242,6 +242,15 @@ class DatasetPanel(QWidget):
             self.progress.setValue(int(event.fraction * 1000))
         self._show_status(event.text)
 
+    def show_loaded(self, dataset, config: DatasetConfig) -> bool:
+        """Show data loaded elsewhere (by a run) as if Load had loaded it, and keep it for the next run;
+        only where the fields still ask for those settings and no Load is going. True if it is shown."""
+        current = RunConfig()
+        if self._loading or self.write_into(current) or current.dataset != config:
+            return False
+        self._on_dataset_loaded((dataset, config))
+        return True
+
     def _on_dataset_loaded(self, result) -> None:
         dataset, config = result
         self._finish_loading()

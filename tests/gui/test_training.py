@@ -8,6 +8,7 @@ import threading
 import numpy as np
 from PySide6.QtCore import Qt
 
+from engine.config import RunConfig
 from engine.runs import RunStore
 from gui_helpers import RUN_TIMEOUT_MS, use_tiny_run
 
@@ -41,6 +42,14 @@ def test_train_runs_to_the_end_and_the_curves_are_the_history(window, image_fold
     assert "Test accuracy" in tab.summary.text()
     assert tab.train_button.isEnabled() and not tab.stop_button.isEnabled()
     assert not window.training.is_training
+
+    # the run loaded the data itself (no Load first): the Dataset panel shows it and the next run reuses it
+    panel = window.dataset_panel
+    assert panel.status.text() != "Not loaded yet." and panel.dataset is not None
+    assert f"{len(panel.dataset.y_train):,} train" in panel.sizes.text()
+    config = RunConfig()
+    panel.write_into(config)
+    assert panel.dataset_for(config.dataset) is panel.dataset
 
 
 def legend_names(plot) -> list[str]:
