@@ -299,8 +299,8 @@ class ResultsTab(QWidget):
                              f"predict on model.h5): accuracy {plain['accuracy']:.2%} · loss {plain['loss']:.4f}")
         lines.append(f"{record.params_total:,} parameters ({record.params_trainable:,} trainable) · "
                      f"preset {_html(record.preset or 'none')} · {t.optimizer} lr {t.learning_rate:g}, batch "
-                     f"{t.batch_size}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, augmentation {t.augmentation} · data "
-                     f"{_html(record.dataset)}")
+                     f"{t.batch_size}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, augmentation "
+                     f"{t.augmentation} · data {_html(record.dataset)}")
         if t.validation_steps:
             lines.append(f"Validation during training was a partial estimate ({t.validation_steps} batches an "
                          "epoch); the figures above are on the whole split.")
