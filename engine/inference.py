@@ -718,8 +718,11 @@ def load_model_safely(path: str | Path):
 
     prepare_tensorflow()
 
+    from engine.models import making_layers
+
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        with making_layers():  # it makes layers: not while a run builds its model in another thread
+            return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds here; all mean "cannot open"
         text = str(exc)
         if "lambda" in text.lower() or "safe_mode" in text:

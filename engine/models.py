@@ -13,10 +13,12 @@ backends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import socket
+import threading
 
 import keras
 from keras import layers
@@ -56,6 +58,22 @@ def resolved_input_size(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> 
     if cfg.input_size:
         return int(cfg.input_size)
     return architecture.default_input_size or max(side, MIN_PRETRAINED_SIDE)
+
+
+# Keras draws each new layer's initializer seed from Python's global `random` as the layer is made, so
+# a model built while another thread makes layers (the window counts parameters and opens model files on
+# other threads than the one that trains) would start from other weights than its seed gives. Everything
+# in the app that makes Keras layers holds this lock meanwhile; the Trainer sets the seed inside it.
+_MAKING_LAYERS = threading.RLock()
+
+
+@contextlib.contextmanager
+def making_layers(seed: int | None = None):
+    """Hold while building or loading a model; with `seed`, Keras' seeds are set first, inside the hold."""
+    with _MAKING_LAYERS:
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        yield
 
 
 def build_model(
@@ -145,7 +163,8 @@ def _estimate(architecture, trainable_layers, input_size, head, input_shape, num
         architecture=architecture, weights="none", trainable_layers=trainable_layers,
         input_size=input_size, head=head,
     )
-    return tuple(param_counts(build_model(cfg, input_shape, num_classes)).items())
+    with making_layers():
+        return tuple(param_counts(build_model(cfg, input_shape, num_classes)).items())
 
 
 def _count(weights) -> int:

@@ -345,8 +345,7 @@ class Trainer:
         from engine.distribute import placement, precision_policy
 
         with placement(cfg.training.distribution) as where:
-            keras.utils.set_random_seed(cfg.training.seed)
-            with precision_policy(cfg.training.precision):
+            with models.making_layers(cfg.training.seed), precision_policy(cfg.training.precision):
                 model = self._reopen(models, keras) if self.resuming else self._build(models, keras)
             self.model = model
             if where.cluster is not None:

@@ -283,3 +283,34 @@ def test_unknown_augmentation_and_single_class_are_model_errors():
         models.build_model(model_config("simcnn"), CIFAR, 10, augmentation="rotate")
     with pytest.raises(ModelError, match="at least 2 classes"):
         models.build_model(model_config("simcnn"), CIFAR, 1)
+
+
+def test_a_seeded_build_gets_its_weights_while_another_thread_counts_parameters():
+    """The window counts parameters (and opens model files) on other threads while a run builds its
+    model; Keras draws each layer's initial seed from Python's global random, so without the app's
+    lock the run would start from other weights than its seed gives."""
+    import threading
+
+    cfg = ModelConfig(architecture="cnn")
+
+    def build():
+        with models.making_layers(42):
+            return [np.asarray(w) for w in models.build_model(cfg, (32, 32, 3), 10).weights]
+
+    alone = build()
+    done = threading.Event()
+
+    def count_again_and_again():
+        while not done.is_set():
+            models._estimate.__wrapped__("cnn", 0, 0, "default", (32, 32, 3), 10)  # not the cached answer
+
+    counter = threading.Thread(target=count_again_and_again)
+    counter.start()
+    try:
+        beside = [build() for _ in range(3)]
+    finally:
+        done.set()
+        counter.join()
+    for weights in beside:
+        for a, b in zip(alone, weights):
+            np.testing.assert_array_equal(a, b)
