@@ -68,7 +68,7 @@ SCHEDULES = {"constant": "constant", "step": "step decay", "cosine": "cosine"}
 AUGMENTATIONS = {"none": "none", "flip": "flip", "flip_crop": "flip and translate",
                  "flip_crop_erase": "flip, translate and erase a patch (cutout)"}
 PRECISIONS = {"float32": "float32", "mixed_float16": "mixed float16", "mixed_bfloat16": "mixed bfloat16"}
-TEST_TIME = {"none": "off", "flip": "on (with the mirror image)"}
+TEST_TIME = {"none": "off", "flip": "on"}
 DISTRIBUTIONS = {"none": "one device", "mirrored": "every local GPU (mirrored)",
                  "multiworker": "several machines (TF_CONFIG)"}
 

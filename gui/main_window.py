@@ -276,9 +276,14 @@ class MainWindow(QMainWindow):
         height = min(FIRST_SIZE[1], screen.height() - max(frame.height(), FRAME_ALLOWANCE))
         self.resize(width, height)
         self.move(screen.left() + (screen.width() - width) // 2, screen.top())
-        scale = height / FIRST_SIZE[1]
+        self.lay_out_docks()
+
+    def lay_out_docks(self) -> None:
+        """The docks' first-start sizes for the window's size: every hyperparameter and a pretrained
+        model's rows shown, the Dataset dock taking the rest; 480 px wide at the first size."""
+        scale = self.height() / FIRST_SIZE[1]
         self.resizeDocks(self.docks, [int(340 * scale), int(250 * scale), int(335 * scale)], Qt.Vertical)
-        self.resizeDocks(self.docks[:1], [int(480 * min(1.0, width / FIRST_SIZE[0]))], Qt.Horizontal)
+        self.resizeDocks(self.docks[:1], [int(480 * min(1.0, self.width() / FIRST_SIZE[0]))], Qt.Horizontal)
 
     def save_settings(self) -> None:
         config = RunConfig()

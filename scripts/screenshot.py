@@ -74,6 +74,7 @@ class Session:
         window = MainWindow(Settings(self.work / "settings.ini"))
         window.confirm_stop_on_close = True
         window.resize(*WINDOW_SIZE)
+        window.lay_out_docks()  # as a first start on a screen this big lays them out
         dataset = window.dataset_panel
         dataset.source.set_value("folder")
         dataset.path.setText(str(self.data))
