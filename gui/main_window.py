@@ -46,6 +46,7 @@ KNOWN_SHAPES = {  # image shape and classes of the sources that always give the 
     "fashion_mnist": ((28, 28, 1), 10),
 }
 FIRST_SIZE = (1480, 980)  # the window on first start, where the screen is big enough
+FIRST_DOCK_WIDTH = 480  # the docks' width at FIRST_SIZE
 FRAME_ALLOWANCE = 40  # pixels for a title bar the window manager adds (unknown before the first show)
 
 
@@ -280,10 +281,11 @@ class MainWindow(QMainWindow):
 
     def lay_out_docks(self) -> None:
         """The docks' first-start sizes for the window's size: every hyperparameter and a pretrained
-        model's rows shown, the Dataset dock taking the rest; 480 px wide at the first size."""
+        model's rows shown, the Dataset dock taking the rest; FIRST_DOCK_WIDTH wide at the first size."""
         scale = self.height() / FIRST_SIZE[1]
         self.resizeDocks(self.docks, [int(340 * scale), int(250 * scale), int(335 * scale)], Qt.Vertical)
-        self.resizeDocks(self.docks[:1], [int(480 * min(1.0, self.width() / FIRST_SIZE[0]))], Qt.Horizontal)
+        self.resizeDocks(self.docks[:1], [int(FIRST_DOCK_WIDTH * min(1.0, self.width() / FIRST_SIZE[0]))],
+                         Qt.Horizontal)
 
     def save_settings(self) -> None:
         config = RunConfig()

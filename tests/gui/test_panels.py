@@ -51,9 +51,9 @@ def test_choosing_a_preset_fills_the_fields(window):
 
 def test_the_panels_fit_the_first_start_dock_without_a_sideways_scrollbar(window):
     """The docks start 480 px wide; a long choice label (the cutout augmentation's) must not widen a panel."""
-    from gui.main_window import FIRST_SIZE
+    from gui.main_window import FIRST_DOCK_WIDTH
 
-    room = 480 * FIRST_SIZE[0] // 1480 - window.style().pixelMetric(window.style().PixelMetric.PM_ScrollBarExtent) - 12
+    room = FIRST_DOCK_WIDTH - window.style().pixelMetric(window.style().PixelMetric.PM_ScrollBarExtent) - 12
     for panel in (window.dataset_panel, window.model_panel, window.hyperparameter_panel):
         assert panel.minimumSizeHint().width() <= room, (type(panel).__name__, panel.minimumSizeHint())
     augmentation = window.hyperparameter_panel.augmentation
